@@ -4,7 +4,7 @@ Every example builds its parser with `parser()`, reads it with `parse_args()`,
 wraps its work in `friendly_errors()` and gets a ready client from `client()`
 and a model name from `pick_model()`. Errors become one line on stderr and an
 exit code: 1 for an error reported by the server (or no model served),
-2 for a usage error, 3 when the server cannot be reached or does not answer in time.
+2 for a usage error, 3 when the server cannot be reached or goes silent.
 """
 
 from __future__ import annotations
@@ -42,21 +42,20 @@ def parser(doc: str | None, default_prompt: str) -> argparse.ArgumentParser:
         epilog=EPILOG % {"default_url": DEFAULT_BASE_URL},
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add = p.add_argument
-    add("prompt", nargs="?", default=default_prompt, help="default: %(default)r")
-    add("--base-url", default=os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
-    add("--api-key", help="default: $OPENAI_API_KEY")
-    add("--model", help="default: the first model listed at /v1/models")
-    add("--max-tokens", type=int, default=256, help="default: %(default)s")
-    add(
+    p.add_argument("prompt", nargs="?", default=default_prompt, help="default: %(default)r")
+    p.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+    p.add_argument("--api-key", help="default: $OPENAI_API_KEY")
+    p.add_argument("--model", help="default: the first model listed at /v1/models")
+    p.add_argument("--max-tokens", type=int, default=256, help="default: %(default)s")
+    p.add_argument(
         "--timeout",
         type=float,
         default=120.0,
-        help="seconds to wait to connect and for each piece of the answer; a stream"
-        " may take longer as long as tokens keep coming (default: %(default)s)",
+        help="seconds to wait to connect and for each piece of the answer; a stream may take"
+        " longer as long as tokens keep coming (default: %(default)s)",
     )
-    add("--retries", type=int, default=0, help="on connection errors, 429, 5xx")
-    add("-v", "--verbose", action="store_true", help="usage and time on stderr")
+    p.add_argument("--retries", type=int, default=0, help="retries on connection errors, 429, 5xx (default: 0)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print token usage and time on stderr")
     return p
 
 
@@ -86,12 +85,7 @@ def client(args: argparse.Namespace) -> openai.OpenAI:
     """Build the client. httpx timeouts are per operation, not totals: `read` bounds
     the wait for each chunk, so a long stream that keeps producing is never cut off."""
     timeout = openai.Timeout(args.timeout, connect=min(args.timeout, 10.0))
-    return openai.OpenAI(
-        base_url=args.base_url,
-        api_key=args.api_key,
-        timeout=timeout,
-        max_retries=args.retries,
-    )
+    return openai.OpenAI(base_url=args.base_url, api_key=args.api_key, timeout=timeout, max_retries=args.retries)
 
 
 class NoModel(Exception):
@@ -104,18 +98,15 @@ def pick_model(c: openai.OpenAI, wanted: str | None) -> str:
         return wanted
     models = c.models.list().data
     if not models:
-        url = str(c.base_url).rstrip("/")
-        raise NoModel(f"the server at {url} serves no model (empty /models)")
+        raise NoModel(f"the server at {str(c.base_url).rstrip('/')} serves no model (/v1/models is empty)")
     return models[0].id
 
 
-def usage_line(args: argparse.Namespace, model: str, usage: Usage | None, secs: float):
-    """With --verbose, print model, tokens and time on stderr (stdout is the answer)."""
+def usage_line(args: argparse.Namespace, model: str, usage: Usage | None, seconds: float) -> None:
+    """With --verbose, print model, tokens and time on stderr (stdout holds only the answer)."""
     if args.verbose:
-        tokens = "no usage reported"
-        if usage:
-            tokens = f"{usage.prompt_tokens}+{usage.completion_tokens} tokens in+out"
-        print(f"[{model}: {tokens}, {secs:.2f}s]", file=sys.stderr)
+        tokens = f"{usage.prompt_tokens} prompt + {usage.completion_tokens} new tokens" if usage else "no usage"
+        print(f"[{model}: {tokens}, {seconds:.2f}s]", file=sys.stderr)
 
 
 def _server_message(e: openai.APIStatusError) -> str:
@@ -142,14 +133,12 @@ def friendly_errors(args: argparse.Namespace) -> Iterator[None]:
         yield
     except openai.AuthenticationError:
         if args.key_source:
-            fail(1, f"HTTP 401: the API key from {args.key_source} is wrong")
-        fail(1, "HTTP 401: an API key is needed: set OPENAI_API_KEY or pass --api-key")
+            fail(1, f"HTTP 401: the server rejected the API key from {args.key_source}: it is wrong")
+        fail(1, "HTTP 401: the server wants an API key: set OPENAI_API_KEY or pass --api-key")
     except openai.APITimeoutError:
-        secs = f"{args.timeout:g}s"
-        fail(3, f"no answer from {args.base_url} within {secs} (see --timeout)")
+        fail(3, f"{args.base_url} sent nothing for {args.timeout:g}s (see --timeout)")
     except openai.APIConnectionError as e:
-        cause = e.__cause__ or e
-        fail(3, f"cannot connect to {args.base_url} ({cause}); is the server up?")
+        fail(3, f"connection to {args.base_url} failed ({e.__cause__ or e}); is the server up?")
     except openai.APIStatusError as e:
         fail(1, f"HTTP {e.status_code} from {args.base_url}: {_server_message(e)}")
     except NoModel as e:

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Ask a vision model about an image (local file or http(s) URL) and print the reply.
 
-    python vision.py --image cat.jpg "What animal is this?"
-    python vision.py --image https://example.com/cat.png
+Examples:
+  python vision.py --image cat.jpg "What animal is this?"
+  python vision.py --image https://example.com/cat.png
 
 A local file is sent inline as a base64 data URL; a URL is passed on as it is,
 for the server to fetch.

