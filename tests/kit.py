@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 HOST = "kit-host-1"
 GATEWAY_PORT = 8000  # inside the host
 PUBLISHED_GATEWAY_PORT = 18000  # on 127.0.0.1 of this machine
+SSH_PORT = 2201  # root's ssh of the host on 127.0.0.1 (inventory/local/hosts.yml)
 ENGINE_VENV_VERSION = "1"
 
 
@@ -59,7 +60,8 @@ def write_secrets(path: Path) -> dict:
 
 
 def start_host(name: str = HOST, publish=((PUBLISHED_GATEWAY_PORT, GATEWAY_PORT),)) -> None:
-    testhosts.start_host(name, publish=publish, volumes=[(str(testhosts.ensure_wheelhouse()), "/wheelhouse", "ro")])
+    wheelhouse = (str(testhosts.ensure_wheelhouse()), "/wheelhouse", "ro")
+    testhosts.start_host(name, publish=publish, volumes=[wheelhouse], ssh_port=SSH_PORT)
 
 
 def ansible_env(repo: Path = REPO) -> dict[str, str]:

@@ -31,13 +31,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 IMAGE = "localhost/inference-kit-debian12:latest"
-IMAGE_VERSION = "1"  # bump to force a rebuild of the image
+IMAGE_VERSION = "2"  # bump to force a rebuild of the image
 IMAGE_LABEL = "inference-kit.build"
 PACKAGES = [
     "systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "python3-pip", "iproute2",
     "procps", "sudo", "ca-certificates", "curl",
     "python3-apt", "python3-debian",  # Ansible's apt and deb822_repository modules
     "apt-utils", "libnss-systemd",  # quiet debconf; names for DynamicUser= users, as on Ubuntu
+    "openssh-server",  # Ansible reaches hosts over ssh with pipelining, as it does real hosts
 ]  # fmt: skip
 MASKED_UNITS = [
     "getty.target", "console-getty.service",
@@ -187,6 +188,8 @@ def _build_rootfs(rootfs: Path) -> None:
                     child.unlink()
         else:
             path.unlink(missing_ok=True)
+    # Like a host whose package lists are older than a day: the kit must refresh them itself.
+    os.utime(rootfs / "var/lib/apt/lists", (0, 0))
 
 
 def ensure_image() -> str:
@@ -239,6 +242,17 @@ def ensure_wheelhouse() -> Path:
 # --- hosts ---------------------------------------------------------------------------------
 
 
+def ssh_key() -> Path:
+    """The private key Ansible uses for the test hosts (made once, kept under scratch)."""
+    key = scratch() / "ssh" / "id_ed25519"
+    with _lock("ssh"):
+        if not key.exists():
+            key.parent.mkdir(mode=0o700, exist_ok=True)
+            cmd = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "inference-kit-tests", "-f", str(key)]
+            subprocess.run(cmd, check=True)
+    return key
+
+
 def remove_host(name: str) -> None:
     podman("rm", "--force", "--ignore", "--time=2", name)
 
@@ -254,8 +268,11 @@ def start_host(
     volumes: Sequence[tuple[str, str] | tuple[str, str, str]] = (),
     network: str | None = None,
     timeout: float = 60,
+    ssh_port: int | None = None,
 ) -> None:
-    """(Re)start a systemd host NAME from the cached image; return once systemd is up."""
+    """(Re)start a systemd host NAME from the cached image; return once systemd is up.
+
+    With ssh_port, root's ssh (key from ssh_key()) is published on 127.0.0.1:ssh_port."""
     image = ensure_image()
     remove_host(name)
     args = ["run", "-d", f"--name={name}", f"--hostname={name}", "--systemd=always"]
@@ -264,6 +281,7 @@ def start_host(
         if podman("network", "exists", network, check=False).returncode:
             podman("network", "create", network)
         args.append(f"--network={network}")
+    publish = [*publish, (ssh_port, 22)] if ssh_port else publish
     args += [f"--publish=127.0.0.1:{int(host)}:{int(inner)}" for host, inner in publish]
     args += [f"--volume={Path(src).resolve()}:{':'.join(rest)}" for src, *rest in volumes]
     start = time.monotonic()
@@ -279,6 +297,10 @@ def start_host(
         time.sleep(0.2)  # "Failed to connect to bus" right after start
     else:
         raise RuntimeError(f"host {name} did not boot in {timeout}s: {state}")
+    if ssh_port:
+        authorized = ssh_key().with_suffix(".pub").read_text()
+        script = "install -d -m 700 /root/.ssh && cat > /root/.ssh/authorized_keys"
+        host_exec(name, ["sh", "-c", script], input=authorized, check=True)
     if state == "degraded":
         failed = host_exec(name, ["systemctl", "--failed", "--no-legend"]).stdout
         log(f"host {name} is degraded: {failed}")
@@ -299,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--publish", action="append", default=[], metavar="H:C", help="127.0.0.1:H -> port C inside")
     up.add_argument("--volume", action="append", default=[], metavar="SRC:DST[:ro]")
     up.add_argument("--network")
+    up.add_argument("--ssh-port", type=int, help="publish root's ssh on 127.0.0.1:PORT (key: ssh_key())")
     sub.add_parser("down", help="remove a host").add_argument("name")
     args = parser.parse_args(argv)
     if args.command == "image":
@@ -310,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "up":
         publish = [tuple(p.split(":")) for p in args.publish]
         volumes = [tuple(v.split(":")) for v in args.volume]
-        start_host(args.name, publish=publish, volumes=volumes, network=args.network)
+        start_host(args.name, publish=publish, volumes=volumes, network=args.network, ssh_port=args.ssh_port)
     elif args.command == "down":
         remove_host(args.name)
     return 0
