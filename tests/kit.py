@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import subprocess
@@ -100,3 +99,50 @@ def playbook(*args: str, secrets_file: Path | None = None, cwd: Path = REPO) -> 
 
 def host_sh(script: str, name: str = HOST) -> subprocess.CompletedProcess:
     return testhosts.host_exec(name, ["bash", "-c", script])
+
+
+def demo_secrets() -> Path:
+    """The demo's keys: made once and kept (root-only) so a second demo run changes nothing."""
+    path = testhosts.scratch() / "demo-secrets.json"
+    if not path.exists():
+        write_secrets(path)
+    return path
+
+
+def red_png(path: Path, size: int = 56) -> Path:
+    """A small solid red PNG, made with the standard library."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\x00" + b"\xff\x00\x00" * size for _ in range(size))
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def main(argv: list[str]) -> int:
+    """CLI for scripts/demo.sh: prepare | client-key | image PATH | down."""
+    command = argv[0] if argv else ""
+    if command == "prepare":  # models, wheelhouse and a fresh host; prints the secrets file
+        models()
+        start_host()
+        print(demo_secrets())
+    elif command == "client-key":
+        print(json.loads(demo_secrets().read_text())["vault_inference_gateway_api_keys"][0]["key"])
+    elif command == "image":
+        print(red_png(Path(argv[1])))
+    elif command == "down":
+        testhosts.remove_host(HOST)
+    else:
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -8,9 +8,9 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import secret_values
 
 import kit
+from conftest import secret_values
 
 FIXTURES = kit.REPO / "tests" / "fixtures" / "nvidia-smi" / "h200-1gpu"
 GPU_QUERY = "--query-gpu=index,name,memory.total,driver_version,compute_cap --format=csv,noheader,nounits"
@@ -18,7 +18,8 @@ GPU_QUERY = "--query-gpu=index,name,memory.total,driver_version,compute_cap --fo
 # What the kit owns on a host; none of it may change when preflight refuses a run.
 FINGERPRINT = (
     "find /etc /opt /usr/local /var/lib/inference /var/cache/inference /run/inference-ready"
-    " -xdev -printf '%p %s %T@ %m\\n' 2>/dev/null | sort | sha256sum; systemctl list-units --all --no-legend | sha256sum"
+    " -xdev -printf '%p %s %T@ %m\\n' 2>/dev/null | sort | sha256sum;"
+    " systemctl list-units --all --no-legend | sha256sum"
 )
 
 

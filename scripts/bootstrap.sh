@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install what the demo and the tests need on a fresh Debian 12 machine (idempotent):
+# podman, runc and debootstrap for the systemd test hosts, shellcheck for the lint, and a
+# virtualenv .venv with the pinned control-node and test requirements.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(podman runc debootstrap shellcheck openssh-client)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    echo "bootstrap: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv/bin/ansible-playbook || requirements-dev.txt -nt .venv/.installed ]]; then
+    echo "bootstrap: creating .venv" >&2
+    python3 -m venv .venv
+    .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+    touch .venv/.installed
+fi

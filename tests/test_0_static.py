@@ -1,0 +1,94 @@
+"""Lint, syntax and the pieces that need no host: every linter the kit promises, clean."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+import kit
+
+REPO = kit.REPO
+VENV_BIN = Path(__import__("sys").executable).parent
+SHELL_SCRIPTS = [
+    "scripts/bootstrap.sh",
+    "scripts/demo.sh",
+    "tests/run.sh",
+    ".ci/run",
+    "roles/inference_engine/files/inference-verify-unit",
+]
+
+
+def run(*cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=REPO, env=kit.ansible_env(), capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ["yamllint", "--strict", "."],
+        ["ansible-lint", "--strict"],
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
+        ["ansible-playbook", "--syntax-check", "site.yml"],
+        ["shellcheck", *SHELL_SCRIPTS],
+    ],
+    ids=lambda cmd: cmd[0] + ("-" + cmd[1] if cmd[0] == "ruff" else ""),
+)
+def test_lint_is_clean(cmd):
+    program = str(VENV_BIN / cmd[0]) if (VENV_BIN / cmd[0]).exists() else cmd[0]
+    result = run(program, *cmd[1:])
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+
+@pytest.mark.parametrize("role", sorted(p.name for p in (REPO / "roles").iterdir()))
+def test_argument_specs_document_every_default(role):
+    """Every default is declared in the role's argument spec, and every option without a default is required."""
+    root = REPO / "roles" / role
+    defaults = yaml.safe_load((root / "defaults/main.yml").read_text()) or {}
+    specs = yaml.safe_load((root / "meta/argument_specs.yml").read_text())["argument_specs"]
+    for entry_point, spec in specs.items():
+        options = spec["options"]
+        assert set(defaults) <= set(options), f"{entry_point}: undocumented {set(defaults) - set(options)}"
+        for name, option in options.items():
+            if name not in defaults and name.startswith(role + "_"):
+                assert option.get("required"), f"{entry_point}: {name} has no default and is not required"
+        for name, option in options.items():
+            assert option.get("description"), f"{entry_point}: {name} has no description"
+
+
+def test_every_role_has_a_readme():
+    for role in (REPO / "roles").iterdir():
+        assert (role / "README.md").is_file(), role.name
+
+
+def load_filter():
+    path = REPO / "roles/inference_host/filter_plugins/nvidia_smi.py"
+    spec = importlib.util.spec_from_file_location("nvidia_smi", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.nvidia_smi_gpus
+
+
+def test_gpu_facts_parse_real_nvidia_smi_output():
+    output = (REPO / "tests/fixtures/nvidia-smi/h200-1gpu/query-gpu-noheader.csv").read_text()
+    assert load_filter()(output) == [
+        {
+            "index": 0,
+            "name": "NVIDIA H200",
+            "memory_mib": 143771,
+            "driver": "580.159.04",
+            "driver_major": 580,
+            "compute_cap": "9.0",
+        }
+    ]
+
+
+def test_gpu_facts_of_several_gpus_keep_their_order():
+    line = (REPO / "tests/fixtures/nvidia-smi/h200-1gpu/query-gpu-noheader.csv").read_text().strip()
+    many = "\n".join(line.replace("0,", f"{i},", 1) for i in range(4)) + "\n"
+    assert [gpu["index"] for gpu in load_filter()(many)] == [0, 1, 2, 3]
+    assert load_filter()("") == []
