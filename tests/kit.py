@@ -86,14 +86,15 @@ class Run:
         return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
 
 
-def playbook(*args: str, secrets_file: Path | None = None, cwd: Path = REPO) -> Run:
+def playbook(*args: str, secrets_file: Path | None = None, cwd: Path = REPO, quiet: bool = False) -> Run:
     # The secrets come first so that a test's own -e values override them.
     cmd = [str(Path(sys.executable).parent / "ansible-playbook")]
     cmd += ["-e", f"@{secrets_file}"] if secrets_file else []
     cmd += args
     proc = subprocess.run(cmd, cwd=cwd, env=ansible_env(cwd), capture_output=True, text=True)
     output = proc.stdout + proc.stderr
-    print(output[-6000:])
+    if not quiet:
+        print(output[-6000:])
     return Run(proc.returncode, output)
 
 
