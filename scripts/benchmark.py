@@ -95,6 +95,8 @@ def main() -> int:
         f"  gateway overhead (median)          {overhead:7.2f} ms = {100 * overhead / direct_median:.1f} %"
         "   target < 5 %"
     )
+    exposure = kit.host_sh(f"systemd-analyze security --no-pager {UNIT} | tail -n 1").stdout.strip()
+    print(f"engine unit sandboxing (systemd-analyze security): {exposure}")
     kit.testhosts.remove_host(kit.HOST)
     return 0
 
