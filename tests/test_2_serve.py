@@ -225,6 +225,22 @@ def test_a_new_client_key_is_a_gateway_reload_not_an_engine_restart(served, keys
     assert http("/v1/models", carol)[0] == 401
 
 
+def test_allow_unauthenticated_opens_v1_without_keys_and_nothing_else(served, keys):
+    started = unit_property("ExecMainStartTimestampMonotonic")
+    open_gateway = {"vault_inference_gateway_api_keys": [], "inference_gateway_allow_unauthenticated": True}
+    run = kit.playbook("playbooks/serve.yml", "-e", json.dumps(open_gateway), secrets_file=keys["file"])
+    assert run.rc == 0, run.output[-3000:]
+    try:
+        assert http("/v1/models")[0] == 200
+        assert http("/metrics")[0] == 404
+        assert "client=anonymous" in kit.host_sh("tail -n 1 /var/log/nginx/inference-gateway.log").stdout
+    finally:
+        run = kit.playbook("playbooks/serve.yml", secrets_file=keys["file"])
+    assert run.rc == 0
+    assert http("/v1/models")[0] == 401
+    assert unit_property("ExecMainStartTimestampMonotonic") == started
+
+
 def test_second_converge_changes_nothing(served, keys):
     run = kit.playbook("site.yml", secrets_file=keys["file"])
     assert run.rc == 0
