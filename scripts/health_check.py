@@ -254,6 +254,11 @@ def main() -> int:
     p.add_argument(
         "--api-key", default=os.environ.get("OPENAI_API_KEY"), help="default: $OPENAI_API_KEY; never printed"
     )
+    p.add_argument(
+        "--api-key-file",
+        metavar="FILE",
+        help="read the key from FILE ('-' for standard input), so it is in no process's arguments or environment",
+    )
     p.add_argument("--depth", choices=DEPTHS, default="live", help="default: live")
     p.add_argument("--ready", action="store_true", help="also check GET /ready")
     p.add_argument("--model", help="default: the first model at /v1/models")
@@ -262,10 +267,16 @@ def main() -> int:
     p.add_argument("--insecure", action="store_true", help="skip TLS verification")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
+    if args.api_key_file:
+        try:
+            with open(0 if args.api_key_file == "-" else args.api_key_file) as source:
+                args.api_key = source.readline().strip()
+        except OSError as e:
+            p.error(f"--api-key-file {args.api_key_file}: {e.strerror}")
 
     depth = DEPTHS.index(args.depth)
     if depth >= DEPTHS.index("auth") and not args.api_key:
-        p.error(f"--depth {args.depth} needs a key: --api-key or OPENAI_API_KEY")
+        p.error(f"--depth {args.depth} needs a key: --api-key, --api-key-file or OPENAI_API_KEY")
     if args.timeout <= 0:
         p.error("--timeout must be positive")
     try:
