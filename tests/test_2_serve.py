@@ -241,6 +241,25 @@ def test_allow_unauthenticated_opens_v1_without_keys_and_nothing_else(served, ke
     assert unit_property("ExecMainStartTimestampMonotonic") == started
 
 
+def test_an_engine_that_cannot_become_ready_fails_instead_of_flapping(served, keys, alice):
+    # The tiny model knows 2048 positions at most: vLLM refuses to start with more.
+    run = kit.playbook("playbooks/serve.yml", "-e", "inference_engine_context_length=4096", secrets_file=keys["file"])
+    assert run.rc != 0
+    assert f"Unable to restart service {UNIT}" in run.output
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and unit_property("Result") != "start-limit-hit":
+        time.sleep(5)
+    assert unit_property("Result") == "start-limit-hit"
+    assert int(unit_property("NRestarts")) == 2  # three starts in all, then systemd gives up
+    time.sleep(15)
+    assert unit_property("ActiveState") == "failed"
+    assert http("/ready")[0] == 503
+    # Fixing the setting brings it back.
+    run = kit.playbook("playbooks/serve.yml", secrets_file=keys["file"])
+    assert run.rc == 0, run.output[-3000:]
+    assert http("/v1/models", alice)[0] == 200
+
+
 def test_second_converge_changes_nothing(served, keys):
     run = kit.playbook("site.yml", secrets_file=keys["file"])
     assert run.rc == 0
