@@ -42,6 +42,6 @@ scripts/health_check.py --base-url http://127.0.0.1:18000 --depth vision --ready
 cat <<DONE
 
 The gateway answers on $OPENAI_BASE_URL (the tiny model's words are random: it is untrained).
-Try it:  OPENAI_BASE_URL=$OPENAI_BASE_URL OPENAI_API_KEY=\$(.venv/bin/python tests/kit.py client-key) examples/chat.py "Hi"
+Try it:  OPENAI_BASE_URL=$OPENAI_BASE_URL OPENAI_API_KEY=\$(.venv/bin/python tests/kit.py client-key) .venv/bin/python examples/chat.py "Hi"
 Remove the demo host:  scripts/demo.sh down
 DONE
