@@ -30,8 +30,9 @@ def engine_venv() -> Path:
     wheelhouse = testhosts.ensure_wheelhouse()
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "install", "--no-index", "--find-links", str(wheelhouse), testhosts.VLLM], check=True)
-    subprocess.run([*pip, "uninstall", "-y", "torchvision", "torchaudio", "torchcodec"], check=True)
+    install = [*pip, "install", "--no-index", "--find-links", str(wheelhouse), testhosts.VLLM]
+    subprocess.run(install, check=True, stdout=sys.stderr)
+    subprocess.run([*pip, "uninstall", "-y", "torchvision", "torchaudio", "torchcodec"], check=True, stdout=sys.stderr)
     stamp.touch()
     return venv
 
@@ -40,7 +41,8 @@ def models() -> Path:
     """The tiny text and vision models, made offline once."""
     out = testhosts.scratch() / "models"
     python = engine_venv() / "bin" / "python"
-    subprocess.run([str(python), str(REPO / "tests" / "models" / "make_tiny_models.py"), str(out)], check=True)
+    maker = REPO / "tests" / "models" / "make_tiny_models.py"
+    subprocess.run([str(python), str(maker), str(out)], check=True, stdout=sys.stderr)
     return out
 
 
