@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -89,8 +90,7 @@ def test_example_clients_get_answers(served, alice, tmp_path):
         result = tool(script, "Say hello", "--max-tokens", "8", key=alice)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip(), f"{script} printed no answer"
-    image = tmp_path / "red.png"
-    subprocess.run([sys.executable, "-c", MAKE_PNG, str(image)], check=True)
+    image = kit.red_png(tmp_path / "red.png")
     result = tool(
         "examples/vision.py", "--image", str(image), "What colour is this?", "--max-tokens", "8", "-v", key=alice
     )
@@ -98,24 +98,9 @@ def test_example_clients_get_answers(served, alice, tmp_path):
     assert result.stdout.strip()
 
 
-MAKE_PNG = """
-import struct, sys, zlib
-w = h = 56
-raw = b"".join(b"\\x00" + b"\\xff\\x00\\x00" * w for _ in range(h))
-def chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-png = b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-png += chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-open(sys.argv[1], "wb").write(png)
-"""
-
-
 def test_the_image_goes_through_the_model(served, alice, tmp_path):
     """The vision model turns the image into query tokens: the prompt grows by them."""
-    image = tmp_path / "red.png"
-    subprocess.run([sys.executable, "-c", MAKE_PNG, str(image)], check=True)
-    import base64
-
+    image = kit.red_png(tmp_path / "red.png")
     url = "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode()
 
     def prompt_tokens(content):
