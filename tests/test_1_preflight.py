@@ -12,9 +12,6 @@ import pytest
 import kit
 from conftest import secret_values
 
-FIXTURES = kit.REPO / "tests" / "fixtures" / "nvidia-smi" / "h200-1gpu"
-GPU_QUERY = "--query-gpu=index,name,memory.total,driver_version,compute_cap --format=csv,noheader,nounits"
-
 # What the kit owns on a host; none of it may change when preflight refuses a run.
 FINGERPRINT = (
     "find /etc /opt /usr/local /var/lib/inference /var/cache/inference /run/inference-ready"
@@ -27,22 +24,8 @@ def fingerprint(host: str) -> str:
     return kit.host_sh(FINGERPRINT, host).stdout
 
 
-def install_fake_nvidia_smi(host: str, csv_line: str) -> None:
-    """Stand in for the GPU: answer the kit's exact query with real nvidia-smi output."""
-    script = f"""#!/bin/sh
-[ "$*" = "{GPU_QUERY}" ] || {{ echo "unexpected nvidia-smi query: $*" >&2; exit 2; }}
-echo '{csv_line}'
-"""
-    kit.testhosts.host_exec(
-        host,
-        ["sh", "-c", "cat > /usr/local/bin/nvidia-smi && chmod 755 /usr/local/bin/nvidia-smi"],
-        input=script,
-        check=True,
-    )
-
-
 BAD_INPUTS = [
-    ({"engine": "bogus"}, r'engine is "bogus"; valid engines: vllm'),
+    ({"engine": "bogus"}, r'engine is "bogus"; valid engines: vllm, sglang'),
     ({"vault_inference_gateway_api_keys": []}, r"No client API key is configured"),
     ({"vault_inference_gateway_api_keys": [{"name": "app", "key": "too-short"}]}, r"a key of 16 to 200 characters"),
     ({"vault_inference_engine_internal_key": ""}, r"inference_engine_internal_key is missing"),
@@ -56,6 +39,12 @@ BAD_INPUTS = [
     ({"inference_gateway_port": 8100, "inference_engine_port": 8100}, r"not overlap the engine instances' ports"),
     ({"model_cache_controller_path": "/nonexistent/model"}, r'model_cache_controller_path is "/nonexistent/model"'),
     ({"inference_engine_build": "cuda"}, r"has no NVIDIA GPU"),
+    ({"engine": "sglang"}, r'inference_engine_build is "cpu", but sglang has only these builds: cuda'),
+    ({"engine": "sglang", "sglang_server_mem_fraction_static": 1}, r'sglang_server_mem_fraction_static is "1"'),
+    ({"engine": "sglang", "sglang_server_mem_fraction_static": 0}, r'sglang_server_mem_fraction_static is "0"'),
+    ({"engine": "sglang", "sglang_server_mem_fraction_static": "0.8x"}, r'sglang_server_mem_fraction_static is "0.8x"'),
+    ({"engine": "sglang", "sglang_server_log_level": "loud"}, r'sglang_server_log_level is "loud"'),
+    ({"engine": "sglang", "sglang_server_options": {"api_key": "x"}}, r"sglang_server_options sets api-key"),
 ]
 
 
@@ -72,8 +61,8 @@ def test_bad_input_fails_in_preflight_and_changes_nothing(host, keys, extra, mes
 
 
 def test_cuda_build_with_an_old_driver_fails_with_the_detected_version(host, keys):
-    real = (FIXTURES / "query-gpu-noheader.csv").read_text().strip()
-    install_fake_nvidia_smi(host, real.replace("580.159.04", "575.57.08"))
+    real = (kit.NVIDIA_SMI_FIXTURES / "query-gpu-noheader.csv").read_text().strip()
+    kit.install_fake_nvidia_smi(host, real.replace("580.159.04", "575.57.08"))
     try:
         before = fingerprint(host)
         run = kit.playbook("site.yml", "-e", "inference_engine_build=cuda", secrets_file=keys["file"])
@@ -81,16 +70,16 @@ def test_cuda_build_with_an_old_driver_fails_with_the_detected_version(host, key
         assert "has NVIDIA driver 575.57.08, but the CUDA build of vllm needs driver 580 or newer" in run.output
         assert fingerprint(host) == before
     finally:
-        kit.host_sh("rm -f /usr/local/bin/nvidia-smi", host)
+        kit.remove_fake_nvidia_smi(host)
 
 
 def test_cuda_build_accepts_real_nvidia_smi_output_with_driver_580(host, keys):
-    install_fake_nvidia_smi(host, (FIXTURES / "query-gpu-noheader.csv").read_text().strip())
+    kit.install_fake_nvidia_smi(host)
     try:
         run = kit.playbook("playbooks/preflight.yml", "-e", "inference_engine_build=cuda", secrets_file=keys["file"])
         assert run.rc == 0, run.output[-3000:]
     finally:
-        kit.host_sh("rm -f /usr/local/bin/nvidia-smi", host)
+        kit.remove_fake_nvidia_smi(host)
 
 
 def test_check_diff_on_a_fresh_host_passes_and_shows_no_secret(host, keys):

