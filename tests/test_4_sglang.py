@@ -89,7 +89,8 @@ def rendered_argv(engine: str, workdir: Path) -> list[str]:
     config = workdir / f"{engine}.yaml"
     config.write_text(kit.host_sh(f"cat /etc/inference/{engine}.yaml").stdout)
     words = shlex.split(exec_line)[1:]
-    words = [config.as_posix() if "${CREDENTIALS_DIRECTORY}" in w else w.replace("${ENGINE_PORT}", port) for w in words]
+    on_host = (f"/etc/inference/{engine}.yaml", f"${{CREDENTIALS_DIRECTORY}}/{engine}.yaml")
+    words = [config.as_posix() if w in on_host else w.replace("${ENGINE_PORT}", port) for w in words]
     return words[words.index("--config") :]
 
 
@@ -149,6 +150,13 @@ def test_sglang_converge_is_idempotent(sglang_host, keys):
     assert converge(keys, SGLANG).recap()["changed"] == 0
 
 
+def test_sglang_check_diff_is_quiet_and_shows_no_secret(sglang_host, keys):
+    run = kit.playbook("playbooks/serve.yml", "--check", "--diff", "-e", json.dumps(SGLANG), secrets_file=keys["file"])
+    assert run.rc == 0 and run.recap()["changed"] == 0, run.output[-3000:]
+    for secret in secret_values(keys):
+        assert secret not in run.output
+
+
 def test_sglang_files_keep_the_key_root_only(sglang_host, keys):
     modes = kit.host_sh(
         "stat -c '%n %a %U:%G' /etc/inference/sglang.yaml /etc/inference/sglang-secret.env"
@@ -163,11 +171,14 @@ def test_sglang_files_keep_the_key_root_only(sglang_host, keys):
     ]
     internal = keys["vault_inference_engine_internal_key"]
     assert f"api-key: {internal}" in kit.host_sh("cat /etc/inference/sglang.yaml").stdout
-    world_readable = "find /etc /opt /usr/local /var/lib/inference -xdev -type f -perm -o=r -print0 | xargs -0 cat"
-    readable = kit.host_sh(world_readable)
+    world_readable = (
+        "find /etc /opt /usr/local /var/lib/inference -xdev -path '/opt/inference/*/venv' -prune -o"
+        " -type f -perm -o=r -print0 | xargs -0 grep -lF -e "
+    )
+    assert kit.host_sh(world_readable + " -e ".join(f"'{s}'" for s in secret_values(keys))).stdout == ""
     unit = kit.host_sh("systemctl cat inference-sglang@0").stdout
     for secret in secret_values(keys):
-        assert secret not in readable.stdout and secret not in unit
+        assert secret not in unit
     assert "LoadCredential=sglang.yaml:/etc/inference/sglang.yaml" in unit
 
 
@@ -203,9 +214,10 @@ def test_the_sglang_contract_test_can_fail(sglang_host, tmp_path):
     config = Path(argv[1])
     config.write_text(config.read_text() + "no-such-option: 1\n")
     assert parse("sglang", SGLANG_PARSE, "port", *argv).returncode != 0
-    config.write_text(config.read_text().replace("no-such-option: 1\n", "uvicorn-access-log-exclude-prefixes: [/x]\n"))
-    listed = parse("sglang", SGLANG_PARSE, "port", *argv)  # why list-valued options stay on the command line
-    assert listed.returncode != 0 and "Unsupported config option" in listed.stderr + listed.stdout
+    # SGLang's config file takes no --x/--no-x switch: such options belong in inference_engine_extra_args.
+    config.write_text(config.read_text().replace("no-such-option: 1\n", "enable-tf32-matmul: true\n"))
+    switch = parse("sglang", SGLANG_PARSE, "port", *argv)
+    assert switch.returncode != 0 and "Unsupported config option" in switch.stderr + switch.stdout
 
 
 def test_sglang_startup_log_does_not_show_the_key(sglang_host, keys, tmp_path):
@@ -249,3 +261,17 @@ def test_switching_back_to_vllm_serves_again_and_removes_sglang(sglang_host, key
     health = kit.host_sh("inference-health-check --base-url http://127.0.0.1:8000 --depth live --ready")
     assert health.returncode == 0, health.stdout + health.stderr
     assert converge(keys, {}, "site.yml").recap()["changed"] == 0
+
+
+def test_vllm_installs_without_starting_and_starts_later(sglang_host, keys):
+    """After the switch back: inference_engine_start false stops and keeps enabled; true serves again."""
+    stopped = converge(keys, {"inference_engine_start": False}, "site.yml")
+    assert "Skip hosts whose engines were installed without starting" in stopped.output
+    units = "inference-vllm@0 inference-readiness"
+    states = kit.host_sh(f"systemctl is-active {units}; systemctl is-enabled inference-vllm@0")
+    assert states.stdout.split() == ["inactive", "inactive", "enabled"]
+    assert kit.host_sh("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/ready").stdout == "503"
+    assert converge(keys, {"inference_engine_start": False}, "site.yml").recap()["changed"] == 0
+    started = converge(keys, {}, "site.yml")
+    assert started.recap()["changed"] > 0
+    assert kit.host_sh("systemctl is-active inference-vllm@0").stdout.strip() == "active"
