@@ -45,6 +45,7 @@ BAD_INPUTS = [
     ({"engine": "sglang", "sglang_server_mem_fraction_static": "0.8x"}, r'sglang_server_mem_fraction_static is "0.8x"'),
     ({"engine": "sglang", "sglang_server_log_level": "loud"}, r'sglang_server_log_level is "loud"'),
     ({"engine": "sglang", "sglang_server_options": {"api_key": "x"}}, r"sglang_server_options sets api-key"),
+    ({"vllm_server_options": {"host": "0.0.0.0", "api-key": "x"}}, r"vllm_server_options sets api-key, host, which"),
 ]
 
 
