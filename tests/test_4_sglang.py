@@ -94,9 +94,9 @@ def rendered_argv(engine: str, workdir: Path) -> list[str]:
     return words[words.index("--config") :]
 
 
-def parse(engine: str, code: str, *args: str) -> subprocess.CompletedProcess:
+def parse(engine: str, code: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     python = kit.parser_venv(engine) / "bin" / "python"
-    env = dict(os.environ, VLLM_TARGET_DEVICE="cpu")  # vLLM's CUDA wheel would look for a GPU
+    env = dict(os.environ, VLLM_TARGET_DEVICE="cpu", **(env or {}))  # vLLM's CUDA wheel would look for a GPU
     return subprocess.run([str(python), "-c", code, *args], capture_output=True, text=True, env=env)
 
 
@@ -228,11 +228,7 @@ def test_sglang_startup_log_does_not_show_the_key(sglang_host, keys, tmp_path):
     internal = keys["vault_inference_engine_internal_key"]
     without = parse("sglang", SGLANG_STARTUP_LOG, *argv)
     assert internal in without.stderr  # what SGLang would put in the journal on its own
-    os.environ["SGLANG_LOGGING_CONFIG_PATH"] = str(logging_file)
-    try:
-        kept = parse("sglang", SGLANG_STARTUP_LOG, *argv)
-    finally:
-        del os.environ["SGLANG_LOGGING_CONFIG_PATH"]
+    kept = parse("sglang", SGLANG_STARTUP_LOG, *argv, env={"SGLANG_LOGGING_CONFIG_PATH": str(logging_file)})
     assert kept.returncode == 0, kept.stderr[-3000:]
     assert internal not in kept.stderr + kept.stdout and "an ordinary INFO line" in kept.stderr
 
