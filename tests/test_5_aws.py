@@ -17,6 +17,7 @@ import kit
 
 CLIENT_CIDRS = ["0.0.0.0/0"]
 ADMIN_CIDRS = ["203.0.113.0/24"]
+UNKNOWN_CERTIFICATE = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-0000-1111-2222-333344445555"
 
 
 class Aws:
@@ -157,6 +158,7 @@ BAD_INPUTS = [
         {"aws_load_balancer_certificate_arn": "my-cert"},
         'aws_load_balancer_certificate_arn is "my-cert", not an ACM certificate ARN',
     ),
+    ({"aws_load_balancer_certificate_arn": UNKNOWN_CERTIFICATE}, "has no issued certificate"),
     ({"aws_network_admin_cidrs": ["0.0.0.0/0"]}, "opens SSH to the whole internet"),
     ({"aws_network_admin_cidrs": ["10.0.0.0/8", "10.1.0.0/16"]}, "10.1.0.0/16 inside 10.0.0.0/8"),
     ({"aws_network_admin_cidrs": ["10.0.0.1/8"]}, "not network ranges in CIDR form"),
