@@ -129,6 +129,30 @@ def _register_dlamis(endpoint: str) -> None:
             dlami_ids[(arch, system)] = image["ImageId"]
 
 
+def publish_dlami(endpoint: str, system: str = "ubuntu-24.04", arch: str = "x86_64") -> str:
+    """AWS releases a newer AMI: register one and point the "latest" parameter at it."""
+    import boto3
+    from moto.core import DEFAULT_ACCOUNT_ID
+
+    ec2 = boto3.client(
+        "ec2", region_name=REGION, endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+    image_id = ec2.copy_image(Name=f"DLAMI {system} {arch} (newer)", SourceImageId=dlami_ids[(arch, system)],
+                              SourceRegion=REGION)["ImageId"]  # fmt: skip
+    name = DLAMI_PATH.format(arch=arch, os=system)
+    versions = ssm_models.ssm_backends[DEFAULT_ACCOUNT_ID][REGION]._parameters[name]
+    latest = versions[-1]
+    versions.append(
+        ssm_models.Parameter(
+            account_id=latest.account_id, name=name, value=image_id, parameter_type="String", description=None,
+            allowed_pattern=None, keyid=None, last_modified_date=ssm_models.utcnow(), version=latest.version + 1,
+            data_type="aws:ec2:image",
+        )
+    )  # fmt: skip
+    dlami_ids[(arch, system)] = image_id
+    return image_id
+
+
 def free_port() -> int:
     with contextlib.closing(socket.socket()) as sock:
         sock.bind(("127.0.0.1", 0))

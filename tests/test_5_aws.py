@@ -65,16 +65,38 @@ class Aws:
             "aws_network_admin_cidrs": ADMIN_CIDRS,
         } | extra
 
-    def playbook(self, *args: str, **extra) -> kit.Run:
+    def playbook(self, *args: str, playbook: str = "playbooks/aws.yml", secrets: Path | None = None, **extra):
         env = kit.ansible_env() | self.env
-        cmd = [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "playbooks/aws.yml",
-            "-e",
-            json.dumps(self.settings(**extra)),
-        ]
+        cmd = [str(Path(sys.executable).parent / "ansible-playbook"), playbook]
+        cmd += ["-e", f"@{secrets}"] if secrets else []
+        cmd += ["-e", json.dumps(self.settings(**extra))]
         proc = subprocess.run([*cmd, *args], cwd=kit.REPO, env=env, capture_output=True, text=True)
         return kit.Run(proc.returncode, proc.stdout + proc.stderr)
+
+    def inventory(self) -> dict:
+        ansible_inventory = Path(sys.executable).parent / "ansible-inventory"
+        proc = subprocess.run(
+            [str(ansible_inventory), "-i", "inventory/aws_ec2.yml", "--list"],
+            cwd=kit.REPO, env=kit.ansible_env() | self.env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return json.loads(proc.stdout)
+
+    def instances(self, fleet: str = "inference") -> list[dict]:
+        filters = [{"Name": "tag:inference-kit:fleet", "Values": [fleet]},
+                   {"Name": "instance-state-name", "Values": ["pending", "running"]}]  # fmt: skip
+        return [i for r in self.ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
+
+    def run_instance(self) -> str:
+        """An instance the kit did not launch (no fleet tag)."""
+        image = awsmock.dlami_ids[("x86_64", "ubuntu-24.04")]
+        found = self.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=self.subnets[0])
+        return found["Instances"][0]["InstanceId"]
+
+    def targets(self, name: str) -> dict[str, str]:
+        """ "<id>:<port>" -> health state of every target of target group NAME."""
+        group = self.elb.describe_target_groups(Names=[name])["TargetGroups"][0]["TargetGroupArn"]
+        found = self.elb.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"]
+        return {f"{t['Target']['Id']}:{t['Target']['Port']}": t["TargetHealth"]["State"] for t in found}
 
     def groups(self, name: str) -> dict:
         found = self.ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [self.vpc]}])["SecurityGroups"]
@@ -88,19 +110,30 @@ def aws():
     environment.server.stop()
 
 
+FLEET = {"aws_instances_count": 3}
+
+
 @pytest.fixture(scope="module")
 def created(aws):
-    run = aws.playbook()
+    run = aws.playbook(**FLEET)
     assert run.rc == 0, run.output[-4000:]
     return run
 
 
 def test_create_from_nothing_then_nothing_changes(aws, created):
     assert created.recap("localhost")["changed"] > 0
-    again = aws.playbook()
+    again = aws.playbook(**FLEET)
     assert again.rc == 0 and again.recap("localhost")["changed"] == 0, again.output[-3000:]
-    check = aws.playbook("--check", "--diff")
+    check = aws.playbook("--check", "--diff", **FLEET)
     assert check.rc == 0 and check.recap("localhost")["changed"] == 0, check.output[-3000:]
+
+
+def test_check_on_an_empty_account_shows_the_changes_and_creates_nothing(aws):
+    preview = aws.playbook("--check", "--diff", aws_name="preview", **FLEET)
+    assert preview.rc == 0 and preview.recap("localhost")["changed"] == 5, preview.output[-3000:]
+    assert "Would launch 3 x g6e.xlarge" in preview.output
+    assert aws.groups("preview-") == {} and aws.instances("preview") == []
+    assert "preview" not in [g["TargetGroupName"] for g in aws.elb.describe_target_groups()["TargetGroups"]]
 
 
 def test_security_group_rules_are_exactly_as_specified(aws, created):
@@ -151,6 +184,53 @@ def test_target_group_and_load_balancer_settings(aws, created):
     assert {a["Key"]: a["Value"] for a in lb_attributes}["idle_timeout.timeout_seconds"] == "900"
 
 
+def test_instances_are_launched_as_specified(aws, created):
+    instances = aws.instances()
+    assert len(instances) == 3
+    assert sorted(i["SubnetId"] for i in instances) == sorted([aws.subnets[0], aws.subnets[0], aws.subnets[1]])
+    for instance in instances:
+        assert instance["ImageId"] == awsmock.dlami_ids[("x86_64", "ubuntu-24.04")]
+        assert instance["InstanceType"] == "g6e.xlarge"
+        assert instance["MetadataOptions"]["HttpTokens"] == "required"
+        assert [g["GroupName"] for g in instance["SecurityGroups"]] == ["inference-hosts"]
+        tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+        assert tags["inference-kit:fleet"] == "inference" and tags["inference-kit:gpus"] == "1"
+        root = instance["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+        volume = aws.ec2.describe_volumes(VolumeIds=[root])["Volumes"][0]
+        assert (volume["Size"], volume["VolumeType"], volume["Encrypted"]) == (300, "gp3", True)
+
+
+def test_a_newer_ami_launches_no_second_fleet(aws, created):
+    """The "latest" DLAMI moves on every release; the fleet is found by its tag, not by its AMI."""
+    before = {i["InstanceId"] for i in aws.instances()}
+    awsmock.publish_dlami(aws.endpoint)
+    run = aws.playbook(**FLEET)
+    assert run.rc == 0 and run.recap("localhost")["changed"] == 0, run.output[-3000:]
+    assert {i["InstanceId"] for i in aws.instances()} == before
+
+
+def test_fewer_instances_are_refused_unless_scale_in_is_allowed(aws, created):
+    run = aws.playbook(aws_instances_count=2)
+    assert run.rc != 0 and "aws_instances_count 2 would terminate some" in run.output, run.output[-3000:]
+    assert len(aws.instances()) == 3
+
+
+def test_the_aws_ec2_inventory_finds_the_fleet_by_tag(aws, created):
+    stranger = aws.run_instance()
+    inventory = aws.inventory()
+    hostvars = inventory["_meta"]["hostvars"]
+    fleet = {i["PrivateIpAddress"]: i["InstanceId"] for i in aws.instances()}
+    assert sorted(inventory["inference"]["hosts"]) == sorted(fleet)
+    assert {host: plain(hostvars[host]["instance_id"]) for host in fleet} == fleet
+    assert {hostvars[host]["inference_host_expected_gpus"] for host in fleet} == {1}
+    assert stranger not in [plain(hostvars[host]["instance_id"]) for host in hostvars]
+
+
+def plain(value):
+    """A string from ansible-inventory's JSON, which wraps untrusted strings as {"__ansible_unsafe": ...}."""
+    return value["__ansible_unsafe"] if isinstance(value, dict) else value
+
+
 BAD_INPUTS = [
     ({"aws_vpc_id": ""}, "needs aws_vpc_id"),
     ({"aws_subnet_ids": ["subnet-0123456789abcdef0"]}, "at least two subnets"),
@@ -164,6 +244,10 @@ BAD_INPUTS = [
     ({"aws_network_admin_cidrs": ["10.0.0.1/8"]}, "not network ranges in CIDR form"),
     ({"aws_load_balancer_idle_timeout": 60}, "The timeouts do not fit together"),
     ({"aws_load_balancer_health_check_timeout": 15}, "must be below"),
+    ({"aws_instances_count": 1, "aws_instances_type": "p5.48xlarge"}, '"p5.48xlarge" must be a g6e size'),
+    ({"aws_instances_count": 1, "aws_instances_ubuntu_version": "20.04"}, 'ubuntu_version "20.04" one of'),
+    ({"aws_instances_count": 1, "aws_instances_image_id": "ami-0123456789abcdef0"}, "is not available in us-east-1"),
+    ({"aws_instances_count": 1, "aws_instances_root_volume_size": 1}, "is smaller than the root snapshot of the AMI"),
 ]
 
 
@@ -174,3 +258,80 @@ def test_bad_input_fails_before_anything_is_created(aws, extra, message):
     assert run.rc != 0 and message in run.output, run.output[-3000:]
     assert aws.groups(name) == {}
     assert not [g for g in aws.elb.describe_target_groups()["TargetGroups"] if g["TargetGroupName"] == name]
+
+
+# The end-to-end path with the test host as the fleet's one instance: its gateway is what the
+# test server's health checks probe (tests/awsmock.py), as an ALB would.
+E2E = "e2e"
+
+
+@pytest.fixture(scope="module")
+def e2e(aws, host, keys):
+    instance = aws.run_instance()
+    awsmock.probe_targets[f"{instance}:{kit.GATEWAY_PORT}"] = f"http://127.0.0.1:{kit.PUBLISHED_GATEWAY_PORT}"
+    settings = {"aws_name": E2E, "aws_enabled": True, "instance_id": instance}
+    run = aws.playbook(playbook="site.yml", secrets=keys["file"], **settings)
+    assert run.rc == 0, run.output[-4000:]
+    return instance, settings, run
+
+
+def test_site_runs_infrastructure_hosts_and_registration_end_to_end(aws, keys, e2e):
+    instance, settings, first = e2e
+    assert aws.targets(E2E) == {f"{instance}:{kit.GATEWAY_PORT}": "healthy"}
+    again = aws.playbook(playbook="site.yml", secrets=keys["file"], **settings)
+    assert again.rc == 0, again.output[-3000:]
+    assert again.recap("localhost")["changed"] == 0 and again.recap()["changed"] == 0, again.output[-3000:]
+    check = aws.playbook("--check", playbook="site.yml", secrets=keys["file"], **settings)
+    assert check.rc == 0, check.output[-3000:]
+    assert check.recap("localhost")["changed"] == 0 and check.recap()["changed"] == 0, check.output[-3000:]
+
+
+def test_the_load_balancer_role_keeps_the_registered_targets(aws, e2e):
+    """community.aws.elb_target_group deregisters every target by default (modify_targets)."""
+    instance, settings, _ = e2e
+    run = aws.playbook(**settings)
+    assert run.rc == 0, run.output[-3000:]
+    assert aws.targets(E2E) == {f"{instance}:{kit.GATEWAY_PORT}": "healthy"}
+
+
+def test_a_host_that_left_the_inventory_is_deregistered(aws, keys, e2e):
+    instance, settings, _ = e2e
+    former = aws.run_instance()
+    group = aws.elb.describe_target_groups(Names=[E2E])["TargetGroups"][0]["TargetGroupArn"]
+    aws.elb.register_targets(TargetGroupArn=group, Targets=[{"Id": former, "Port": kit.GATEWAY_PORT}])
+    assert f"{former}:{kit.GATEWAY_PORT}" in aws.targets(E2E)
+    run = aws.playbook(playbook="playbooks/register.yml", secrets=keys["file"], **settings)
+    assert run.rc == 0, run.output[-3000:]
+    assert aws.targets(E2E) == {f"{instance}:{kit.GATEWAY_PORT}": "healthy"}
+
+
+def test_a_target_that_is_not_ready_is_not_reported_healthy(aws, keys, e2e):
+    instance, settings, _ = e2e
+    target = f"{instance}:{kit.GATEWAY_PORT}"
+    kit.host_sh("touch /run/inference-ready/draining")  # the gateway's /ready answers 503
+    try:
+        run = aws.playbook(playbook="playbooks/register.yml", secrets=keys["file"], aws_targets_healthy_timeout=10,
+                           **settings)  # fmt: skip
+        assert aws.targets(E2E) == {target: "unhealthy"}
+    finally:
+        kit.host_sh("rm -f /run/inference-ready/draining")
+    assert run.rc != 0 and f"{target} is unhealthy" in run.output, run.output[-3000:]
+    assert aws.targets(E2E) == {target: "healthy"}
+
+
+def test_teardown_removes_what_the_kit_created_and_only_that(aws, created):
+    stranger = aws.run_instance()
+    other = aws.ec2.create_security_group(GroupName="inference-alb-copy", Description="not the kit's", VpcId=aws.vpc)
+    refused = aws.playbook(playbook="playbooks/aws_teardown.yml")
+    assert refused.rc != 0 and "-e aws_teardown_confirm=inference" in refused.output
+    assert len(aws.instances()) == 3
+    run = aws.playbook(playbook="playbooks/aws_teardown.yml", aws_teardown_confirm="inference")
+    assert run.rc == 0, run.output[-3000:]
+    assert aws.instances() == [] and list(aws.groups("inference-")) == ["inference-alb-copy"]
+    assert [b["LoadBalancerName"] for b in aws.elb.describe_load_balancers()["LoadBalancers"]] == [E2E]
+    assert "inference" not in [g["TargetGroupName"] for g in aws.elb.describe_target_groups()["TargetGroups"]]
+    kept = aws.ec2.describe_instances(InstanceIds=[stranger])["Reservations"][0]["Instances"][0]
+    assert kept["State"]["Name"] == "running"
+    assert other["GroupId"] in [g["GroupId"] for g in aws.ec2.describe_security_groups()["SecurityGroups"]]
+    again = aws.playbook(playbook="playbooks/aws_teardown.yml", aws_teardown_confirm="inference")
+    assert again.rc == 0 and again.recap("localhost")["changed"] == 0, again.output[-3000:]
