@@ -305,6 +305,15 @@ def test_a_host_that_left_the_inventory_is_deregistered(aws, keys, e2e):
     assert aws.targets(E2E) == {f"{instance}:{kit.GATEWAY_PORT}": "healthy"}
 
 
+def test_registration_without_an_instance_id_or_target_group_says_what_to_do(aws, keys, e2e):
+    _, settings, _ = e2e
+    register = {"playbook": "playbooks/register.yml", "secrets": keys["file"]}
+    anonymous = aws.playbook(**register, **(settings | {"instance_id": ""}))
+    assert anonymous.rc != 0 and "kit-host-1 has no instance_id" in anonymous.output, anonymous.output[-3000:]
+    nowhere = aws.playbook(**register, **(settings | {"aws_name": "nowhere"}))
+    assert nowhere.rc != 0 and "There is no target group nowhere" in nowhere.output, nowhere.output[-3000:]
+
+
 def test_a_target_that_is_not_ready_is_not_reported_healthy(aws, keys, e2e):
     instance, settings, _ = e2e
     target = f"{instance}:{kit.GATEWAY_PORT}"
