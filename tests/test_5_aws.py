@@ -181,7 +181,7 @@ def test_target_group_and_load_balancer_settings(aws, created):
     assert attributes["deregistration_delay.timeout_seconds"] == "300"
     balancer = aws.elb.describe_load_balancers(Names=["inference"])["LoadBalancers"][0]
     lb_attributes = aws.elb.describe_load_balancer_attributes(LoadBalancerArn=balancer["LoadBalancerArn"])["Attributes"]
-    assert {a["Key"]: a["Value"] for a in lb_attributes}["idle_timeout.timeout_seconds"] == "900"
+    assert {a["Key"]: a["Value"] for a in lb_attributes}["idle_timeout.timeout_seconds"] == "930"
 
 
 def test_instances_are_launched_as_specified(aws, created):
@@ -211,7 +211,9 @@ def test_a_newer_ami_launches_no_second_fleet(aws, created):
 
 def test_fewer_instances_are_refused_unless_scale_in_is_allowed(aws, created):
     run = aws.playbook(aws_instances_count=2)
-    assert run.rc != 0 and "aws_instances_count 2 would terminate some" in run.output, run.output[-3000:]
+    assert run.rc != 0 and "the run would terminate 1 there" in run.output, run.output[-3000:]
+    reordered = aws.playbook(aws_instances_count=3, aws_instances_subnet_ids=aws.subnets[::-1])
+    assert reordered.rc != 0 and "the run would terminate 1 there" in reordered.output, reordered.output[-3000:]
     assert len(aws.instances()) == 3
 
 
@@ -248,6 +250,8 @@ BAD_INPUTS = [
     ({"aws_instances_count": 1, "aws_instances_ubuntu_version": "20.04"}, 'ubuntu_version "20.04" one of'),
     ({"aws_instances_count": 1, "aws_instances_image_id": "ami-0123456789abcdef0"}, "is not available in us-east-1"),
     ({"aws_instances_count": 1, "aws_instances_root_volume_size": 1}, "is smaller than the root snapshot of the AMI"),
+    ({"aws_instances_count": 1, "aws_network_admin_cidrs": []}, "SSH to the instances is closed"),
+    ({"aws_subnet_ids": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]}, "must be subnets of vpc-"),
 ]
 
 
@@ -337,7 +341,7 @@ def test_teardown_removes_what_the_kit_created_and_only_that(aws, created):
     run = aws.playbook(playbook="playbooks/aws_teardown.yml", aws_teardown_confirm="inference")
     assert run.rc == 0, run.output[-3000:]
     assert aws.instances() == [] and list(aws.groups("inference-")) == ["inference-alb-copy"]
-    assert [b["LoadBalancerName"] for b in aws.elb.describe_load_balancers()["LoadBalancers"]] == [E2E]
+    assert "inference" not in [b["LoadBalancerName"] for b in aws.elb.describe_load_balancers()["LoadBalancers"]]
     assert "inference" not in [g["TargetGroupName"] for g in aws.elb.describe_target_groups()["TargetGroups"]]
     kept = aws.ec2.describe_instances(InstanceIds=[stranger])["Reservations"][0]["Instances"][0]
     assert kept["State"]["Name"] == "running"
