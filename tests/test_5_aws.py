@@ -166,6 +166,17 @@ def test_the_listeners_forward_only_v1(aws, created):
     assert redirect["Type"] == "redirect" and redirect["RedirectConfig"]["Protocol"] == "HTTPS"
 
 
+def test_plain_http_opens_and_serves_port_80_only(aws):
+    run = aws.playbook(aws_name="plain", aws_load_balancer_plain_http=True, aws_load_balancer_certificate_arn="")
+    assert run.rc == 0, run.output[-3000:]
+    assert [(p["FromPort"], p["ToPort"]) for p in aws.groups("plain-")["plain-alb"]["IpPermissions"]] == [(80, 80)]
+    balancer = aws.elb.describe_load_balancers(Names=["plain"])["LoadBalancers"][0]["LoadBalancerArn"]
+    listeners = aws.elb.describe_listeners(LoadBalancerArn=balancer)["Listeners"]
+    assert [(listener["Port"], listener["Protocol"]) for listener in listeners] == [(80, "HTTP")]
+    rules = [r for r in aws.elb.describe_rules(ListenerArn=listeners[0]["ListenerArn"])["Rules"] if not r["IsDefault"]]
+    assert [(r["Conditions"][0]["Values"], r["Actions"][0]["Type"]) for r in rules] == [(["/v1/*"], "forward")]
+
+
 def test_target_group_and_load_balancer_settings(aws, created):
     group = aws.elb.describe_target_groups(Names=["inference"])["TargetGroups"][0]
     assert (group["HealthCheckPath"], group["HealthCheckIntervalSeconds"], group["HealthCheckTimeoutSeconds"]) == (
