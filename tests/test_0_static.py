@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 from pathlib import Path
 
@@ -100,3 +101,16 @@ def test_test_hosts_install_the_pinned_engines():
         f"sglang=={kit.role_default('sglang_server', 'sglang_server_version')}",
     }
     assert {kit.testhosts.VLLM, kit.testhosts.SGLANG} == pinned
+
+
+def test_day2_fallbacks_are_the_serving_roles_defaults():
+    """inference_service falls back to these roles' defaults, which its later plays cannot see."""
+    text = (REPO / "roles/inference_service/vars/main.yml").read_text()
+    for role, name in [
+        ("inference_host", "inference_host_config_dir"),
+        ("inference_engine", "inference_engine_gpus_per_instance"),
+        ("inference_engine", "inference_engine_probe_interval"),
+    ]:
+        fallback = re.search(rf"{name} \| default\('?([^')]*)'?\)", text)
+        assert fallback, name
+        assert fallback.group(1) == str(yaml.safe_load((REPO / "roles" / role / "defaults/main.yml").read_text())[name])

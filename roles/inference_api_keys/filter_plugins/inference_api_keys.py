@@ -2,27 +2,26 @@
 
 import secrets
 
-from ansible.errors import AnsibleFilterError
-
 
 def inference_api_keys_plan(current, client, phase, new_key=""):
     """The key list after PHASE for CLIENT (a name, or "all") and what to check on every host.
 
     Returns entries (the list to write and serve), checks ({name, key, status}: every key and
     the status /v1/models must answer with it, 200 or 401), added and retiring (client names) and new_keys
-    (name -> key generated or given). Both phases may run again: add on a client that already
-    has its new key, or retire on one with a single key, changes nothing.
+    (name -> key generated or given), and error: what makes the plan impossible ("" if nothing;
+    never a key). Both phases may run again: add on a client that already has its new key, or
+    retire on one with a single key, changes nothing.
     """
     names = list(dict.fromkeys(entry["name"] for entry in current))
     clients = names if client == "all" else [client]
     unknown = [name for name in clients if name not in names]
     if unknown or not clients:
-        raise AnsibleFilterError(
+        return _impossible(
             f"No client named {', '.join(unknown) or '(none)'} in vault_inference_gateway_api_keys; "
             f"clients: {', '.join(names) or 'none'}. Use -e client=<name> or -e client=all."
         )
     if new_key and len(clients) != 1:
-        raise AnsibleFilterError("-e new_key=... goes with one client only (-e client=<name>).")
+        return _impossible("-e new_key=... goes with one client only (-e client=<name>).")
     keys, retired, added, retiring, new_keys = [], [], [], [], {}
     for name in names:
         entries = [entry for entry in current if entry["name"] == name]
@@ -31,7 +30,7 @@ def inference_api_keys_plan(current, client, phase, new_key=""):
             entries = [*entries, {"name": name, "key": new_keys[name]}]
             added.append(name)
         elif name in clients and phase == "add" and new_key and new_key != entries[-1]["key"]:
-            raise AnsibleFilterError(
+            return _impossible(
                 f"{name} already has a second key waiting (phase add ran before); retire the old key first "
                 "(-e phase=retire), then add another."
             )
@@ -47,7 +46,12 @@ def inference_api_keys_plan(current, client, phase, new_key=""):
         "added": added,
         "retiring": retiring,
         "new_keys": new_keys,
+        "error": "",
     }
+
+
+def _impossible(error):
+    return {"entries": [], "checks": [], "added": [], "retiring": [], "new_keys": {}, "error": error}
 
 
 def inference_api_keys_mismatches(results):
