@@ -117,19 +117,23 @@ class Stats:
 
 
 class Load:
-    """Client threads sending chat requests without pause: streaming and not, short and long
-    (a long one generates max_tokens tokens, ignoring the end-of-sequence token)."""
+    """Client threads sending chat requests one after another, PAUSE seconds apart: streaming
+    and not, short and long (every fourth generates LONG_TOKENS tokens, ignoring the
+    end-of-sequence token, so that it spans a drain). Light enough to leave the 2-core test
+    machine room for the playbooks."""
 
-    def __init__(self, base_url: str, key: str, model: str, workers: int = 4, long_tokens: int = 300):
+    def __init__(
+        self, base_url: str, key: str, model: str, workers: int = 3, long_tokens: int = 150, pause: float = 0.2
+    ):
         self.client = OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=300)
-        self.model, self.workers, self.long_tokens = model, workers, long_tokens
+        self.model, self.workers, self.long_tokens, self.pause = model, workers, long_tokens, pause
         self.stats = Stats()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def _one(self, n: int) -> None:
-        stream, long = n % 2 == 0, n % 3 == 0
+        stream, long = n % 2 == 0, n % 4 == 1
         options = {"max_tokens": self.long_tokens if long else 8, "extra_body": {"ignore_eos": long}}
         messages = [{"role": "user", "content": f"request {n}: say something"}]
         with self._lock:
@@ -166,6 +170,7 @@ class Load:
         while not self._stop.is_set():
             self._one(n)
             n += self.workers
+            self._stop.wait(self.pause)
 
     def start(self) -> Load:
         self._threads = [threading.Thread(target=self._worker, args=(i,), daemon=True) for i in range(self.workers)]
