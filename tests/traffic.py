@@ -9,6 +9,7 @@ deregistered, unhealthy) finishes the requests it has and gets no new ones. In "
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -99,6 +100,10 @@ class LoadBalancer:
         threading.Thread(target=loop, daemon=True).start()
 
 
+# (test, label, stats) of every load that ran; conftest prints them in the terminal summary.
+REPORT: list[tuple[str, str, Stats]] = []
+
+
 @dataclass
 class Stats:
     sent: int = 0
@@ -118,12 +123,12 @@ class Stats:
 
 class Load:
     """Client threads sending chat requests one after another, PAUSE seconds apart: streaming
-    and not, short and long (every fourth generates LONG_TOKENS tokens, ignoring the
+    and not, short and long (every third generates LONG_TOKENS tokens, ignoring the
     end-of-sequence token, so that it spans a drain). Light enough to leave the 2-core test
     machine room for the playbooks."""
 
     def __init__(
-        self, base_url: str, key: str, model: str, workers: int = 3, long_tokens: int = 150, pause: float = 0.2
+        self, base_url: str, key: str, model: str, workers: int = 2, long_tokens: int = 100, pause: float = 0.5
     ):
         self.client = OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=300)
         self.model, self.workers, self.long_tokens, self.pause = model, workers, long_tokens, pause
@@ -133,7 +138,7 @@ class Load:
         self._threads: list[threading.Thread] = []
 
     def _one(self, n: int) -> None:
-        stream, long = n % 2 == 0, n % 4 == 1
+        stream, long = n % 2 == 0, n % 3 == 1
         options = {"max_tokens": self.long_tokens if long else 8, "extra_body": {"ignore_eos": long}}
         messages = [{"role": "user", "content": f"request {n}: say something"}]
         with self._lock:
@@ -178,12 +183,14 @@ class Load:
             thread.start()
         return self
 
-    def stop(self) -> Stats:
-        """Stop sending; wait for the requests in flight; print and return the counts."""
+    def stop(self, label: str = "load") -> Stats:
+        """Stop sending; wait for the requests in flight; report and return the counts."""
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=600)
-        print(f"load: {self.stats}")
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].split(" ")[0]
+        REPORT.append((test, label, self.stats))
+        print(f"{label}: {self.stats}")
         for error in self.stats.errors[:10]:
             print(f"load: {error}")
         return self.stats
