@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,10 +17,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import testhosts  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-HOST = "kit-host-1"
 GATEWAY_PORT = 8000  # inside the host
-PUBLISHED_GATEWAY_PORT = 18000  # on 127.0.0.1 of this machine
-SSH_PORT = 2201  # root's ssh of the host on 127.0.0.1 (inventory/local/hosts.yml)
+
+
+# Test host N is the container kit-host-N, with root's ssh on 127.0.0.1:2200+N and its gateway
+# on 127.0.0.1:17999+N. tests/run.sh runs the suite in lanes side by side (KIT_LANE), each lane
+# on its own host; lane 1's host is the one inventory/local/hosts.yml names.
+def host_name(n: int) -> str:
+    return f"kit-host-{n}"
+
+
+def ssh_port(n: int) -> int:
+    return 2200 + n
+
+
+def gateway_port(n: int) -> int:
+    return 17999 + n
+
+
+LANE = int(os.environ.get("KIT_LANE", "1"))
+HOST = host_name(LANE)
+PUBLISHED_GATEWAY_PORT = gateway_port(LANE)
+SSH_PORT = ssh_port(LANE)
 ENGINE_VENV_VERSION = "1"
 NVIDIA_SMI_FIXTURES = REPO / "tests" / "fixtures" / "nvidia-smi" / "h200-1gpu"
 GPU_QUERY = "--query-gpu=index,name,memory.total,driver_version,compute_cap --format=csv,noheader,nounits"
@@ -26,9 +46,7 @@ GPU_QUERY = "--query-gpu=index,name,memory.total,driver_version,compute_cap --fo
 
 def role_default(role: str, name: str):
     """A role's default, as written in roles/<role>/defaults/main.yml (pins, mostly)."""
-    import yaml
-
-    return yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())[name]
+    return yaml_load(REPO / "roles" / role / "defaults" / "main.yml")[name]
 
 
 def engine_venv() -> Path:
@@ -107,9 +125,39 @@ def write_secrets(path: Path) -> dict:
     return keys
 
 
-def start_host(name: str = HOST, publish=((PUBLISHED_GATEWAY_PORT, GATEWAY_PORT),)) -> None:
+def start_host(n: int = LANE) -> None:
     wheelhouse = (str(testhosts.ensure_wheelhouse()), "/wheelhouse", "ro")
-    testhosts.start_host(name, publish=publish, volumes=[wheelhouse], ssh_port=SSH_PORT)
+    publish = [(gateway_port(n), GATEWAY_PORT)]
+    testhosts.start_host(host_name(n), publish=publish, volumes=[wheelhouse], ssh_port=ssh_port(n))
+
+
+def inventory(hosts: list[int], host_vars: dict[int, dict] | None = None, secrets: Path | None = None) -> Path:
+    """An inventory of test hosts HOSTS with the settings of inventory/local (its group_vars), and
+    with SECRETS (a vars file, copied in) as group_vars/all.yml."""
+    directory = testhosts.scratch() / "inventories" / "-".join(map(str, hosts))
+    shutil.rmtree(directory, ignore_errors=True)
+    (directory / "group_vars").mkdir(parents=True)
+    for local in (REPO / "inventory" / "local" / "group_vars").iterdir():
+        (directory / "group_vars" / local.name).symlink_to(local)
+    if secrets:
+        (directory / "group_vars" / "all.yml").touch(mode=0o600)
+        (directory / "group_vars" / "all.yml").write_bytes(secrets.read_bytes())
+    local = yaml_load(REPO / "inventory" / "local" / "hosts.yml")
+    entries = {host_name(n): {"ansible_port": ssh_port(n), **(host_vars or {}).get(n, {})} for n in hosts}
+    local["inference"]["hosts"] = entries
+    (directory / "hosts.yml").write_text(json.dumps(local, indent=2))
+    return directory / "hosts.yml"
+
+
+def inventory_args() -> list[str]:
+    """-i for this lane's host; none in lane 1, which uses the default inventory (ansible.cfg)."""
+    return [] if LANE == 1 else ["-i", str(inventory([LANE]))]
+
+
+def yaml_load(path: Path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())
 
 
 def ansible_env(repo: Path = REPO) -> dict[str, str]:
@@ -135,9 +183,12 @@ class Run:
         return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
 
 
-def playbook(*args: str, secrets_file: Path | None = None, cwd: Path = REPO, quiet: bool = False) -> Run:
+def playbook(
+    *args: str, secrets_file: Path | None = None, cwd: Path = REPO, quiet: bool = False, inventory: Path | None = None
+) -> Run:
     # The secrets come first so that a test's own -e values override them.
     cmd = [str(Path(sys.executable).parent / "ansible-playbook")]
+    cmd += ["-i", str(inventory)] if inventory else inventory_args()
     cmd += ["-e", f"@{secrets_file}"] if secrets_file else []
     cmd += args
     proc = subprocess.run(cmd, cwd=cwd, env=ansible_env(cwd), capture_output=True, text=True)
@@ -176,9 +227,11 @@ def red_png(path: Path, size: int = 56) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    """CLI for scripts/demo.sh: prepare | client-key | image PATH | down."""
+    """CLI for scripts/demo.sh and tests/run.sh: prepare | models | client-key | image PATH | down."""
     command = argv[0] if argv else ""
-    if command == "prepare":  # models, wheelhouse and a fresh host; prints the secrets file
+    if command == "models":  # the tiny models (and the engine venv that makes them)
+        print(models())
+    elif command == "prepare":  # models, wheelhouse and a fresh host; prints the secrets file
         models()
         start_host()
         print(demo_secrets())

@@ -2,110 +2,20 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import awsmock
-import boto3
 import pytest
 
 import kit
 
-CLIENT_CIDRS = ["0.0.0.0/0"]
-ADMIN_CIDRS = ["203.0.113.0/24"]
-UNKNOWN_CERTIFICATE = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-0000-1111-2222-333344445555"
-
-
-class Aws:
-    """The test server, a VPC with two subnets and an ACM certificate, and a way to run playbooks."""
-
-    def __init__(self):
-        self.server, self.endpoint = awsmock.start()
-        self.env = awsmock.client_env(self.endpoint)
-        options = {"region_name": awsmock.REGION, "endpoint_url": self.endpoint}
-        options |= {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-        self.ec2 = boto3.client("ec2", **options)
-        self.elb = boto3.client("elbv2", **options)
-        self.vpc = self.ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        self.subnets = [
-            self.ec2.create_subnet(VpcId=self.vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"us-east-1{zone}")[
-                "Subnet"
-            ]["SubnetId"]
-            for i, zone in ((1, "a"), (2, "b"))
-        ]
-        self.certificate = self.import_certificate(boto3.client("acm", **options))
-
-    @staticmethod
-    def import_certificate(acm) -> str:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "inference.test")])
-        now = datetime.datetime.now(datetime.UTC)
-        builder = x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        cert = builder.serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
-        pem = cert.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-        private = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        return acm.import_certificate(Certificate=pem, PrivateKey=private)["CertificateArn"]
-
-    def settings(self, **extra) -> dict:
-        return {
-            "aws_vpc_id": self.vpc,
-            "aws_subnet_ids": self.subnets,
-            "aws_load_balancer_certificate_arn": self.certificate,
-            "aws_network_client_cidrs": CLIENT_CIDRS,
-            "aws_network_admin_cidrs": ADMIN_CIDRS,
-        } | extra
-
-    def playbook(self, *args: str, playbook: str = "playbooks/aws.yml", secrets: Path | None = None, **extra):
-        env = kit.ansible_env() | self.env
-        cmd = [str(Path(sys.executable).parent / "ansible-playbook"), playbook]
-        cmd += ["-e", f"@{secrets}"] if secrets else []
-        cmd += ["-e", json.dumps(self.settings(**extra))]
-        proc = subprocess.run([*cmd, *args], cwd=kit.REPO, env=env, capture_output=True, text=True)
-        return kit.Run(proc.returncode, proc.stdout + proc.stderr)
-
-    def inventory(self) -> dict:
-        ansible_inventory = Path(sys.executable).parent / "ansible-inventory"
-        proc = subprocess.run(
-            [str(ansible_inventory), "-i", "inventory/aws_ec2.yml", "--list"],
-            cwd=kit.REPO, env=kit.ansible_env() | self.env, capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        return json.loads(proc.stdout)
-
-    def instances(self, fleet: str = "inference") -> list[dict]:
-        filters = [{"Name": "tag:inference-kit:fleet", "Values": [fleet]},
-                   {"Name": "instance-state-name", "Values": ["pending", "running"]}]  # fmt: skip
-        return [i for r in self.ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
-
-    def run_instance(self) -> str:
-        """An instance the kit did not launch (no fleet tag)."""
-        image = awsmock.dlami_ids[("x86_64", "ubuntu-24.04")]
-        found = self.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=self.subnets[0])
-        return found["Instances"][0]["InstanceId"]
-
-    def targets(self, name: str) -> dict[str, str]:
-        """ "<id>:<port>" -> health state of every target of target group NAME."""
-        group = self.elb.describe_target_groups(Names=[name])["TargetGroups"][0]["TargetGroupArn"]
-        found = self.elb.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"]
-        return {f"{t['Target']['Id']}:{t['Target']['Port']}": t["TargetHealth"]["State"] for t in found}
-
-    def groups(self, name: str) -> dict:
-        found = self.ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [self.vpc]}])["SecurityGroups"]
-        return {group["GroupName"]: group for group in found if group["GroupName"].startswith(name)}
+CLIENT_CIDRS, ADMIN_CIDRS, UNKNOWN_CERTIFICATE = awsmock.CLIENT_CIDRS, awsmock.ADMIN_CIDRS, awsmock.UNKNOWN_CERTIFICATE
 
 
 @pytest.fixture(scope="module")
 def aws():
-    environment = Aws()
+    environment = awsmock.Aws()
     yield environment
     environment.server.stop()
 
@@ -324,7 +234,7 @@ def test_registration_without_an_instance_id_or_target_group_says_what_to_do(aws
     _, settings, _ = e2e
     register = {"playbook": "playbooks/register.yml", "secrets": keys["file"]}
     anonymous = aws.playbook(**register, **(settings | {"instance_id": ""}))
-    assert anonymous.rc != 0 and "kit-host-1 has no instance_id" in anonymous.output, anonymous.output[-3000:]
+    assert anonymous.rc != 0 and f"{kit.HOST} has no instance_id" in anonymous.output, anonymous.output[-3000:]
     nowhere = aws.playbook(**register, **(settings | {"aws_name": "nowhere"}))
     assert nowhere.rc != 0 and "There is no target group nowhere" in nowhere.output, nowhere.output[-3000:]
 
