@@ -9,10 +9,11 @@ SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(\S+)", re.MUL
 
 def inference_in_flight(metrics_result, names):
     """Requests in flight from one uri result of an engine's /metrics: the sum of the gauges
-    NAMES, 0 when the engine does not answer (nothing can be in flight), None when it answers
-    without them."""
+    NAMES; 0 when the engine refuses the connection (it is not running, so nothing is in flight);
+    None when it answers without those gauges; -1 when it does not answer (busy, or a timeout:
+    ask again)."""
     if metrics_result.get("status") != 200:
-        return 0
+        return 0 if "Connection refused" in str(metrics_result.get("msg", "")) else -1
     values = [float(v) for n, v in SAMPLE.findall(metrics_result.get("content", "")) if n in names]
     return int(sum(values)) if values else None
 
