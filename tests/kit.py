@@ -38,7 +38,6 @@ def gateway_port(n: int) -> int:
 LANE = int(os.environ.get("KIT_LANE", "1"))
 HOST = host_name(LANE)
 PUBLISHED_GATEWAY_PORT = gateway_port(LANE)
-SSH_PORT = ssh_port(LANE)
 ENGINE_VENV_VERSION = "1"
 NVIDIA_SMI_FIXTURES = REPO / "tests" / "fixtures" / "nvidia-smi" / "h200-1gpu"
 GPU_QUERY = "--query-gpu=index,name,memory.total,driver_version,compute_cap --format=csv,noheader,nounits"
