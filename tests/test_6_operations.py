@@ -163,10 +163,12 @@ def fleet(models, keys):
     for n in HOSTS:
         target = f"{instances[kit.host_name(n)]}:{kit.GATEWAY_PORT}"
         awsmock.probe_targets[target] = f"http://127.0.0.1:{kit.gateway_port(n)}"
-    # The keys live in an ansible-vault file in the inventory, as an operator keeps them.
+    # The keys live in an ansible-vault file in the inventory, as an operator keeps them, with
+    # the password from a script (as from a secrets manager), which the rotation must run too.
     password = kit.testhosts.scratch() / "day2-vault-password"
-    password.touch(mode=0o600)
-    password.write_text(secrets.token_urlsafe(24) + "\n")
+    password.touch(mode=0o700)
+    password.chmod(0o700)
+    password.write_text(f"#!/bin/sh\necho '{secrets.token_urlsafe(24)}'\n")
     aws.env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(password)
     host_vars = {n: {"instance_id": instances[kit.host_name(n)]} for n in HOSTS}
     inventory = kit.inventory(HOSTS, host_vars, secrets=keys["file"])
