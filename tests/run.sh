@@ -18,8 +18,8 @@ for arg in "$@"; do
     [[ $arg == tests/* ]] && exec pytest "$@"
 done
 
-# About equal lanes (minutes alone on 2 cores: 13, 14 and 9; side by side 25, 26 and 20); a
-# lane's files share its host.
+# Lanes, in minutes alone on 2 cores: 13, 14, 9 and 28 (day-2 operations under load); side by
+# side 48, 53, 30 and 55. A lane's files share its host.
 lanes=(
     "tests/test_0_static.py tests/test_1_preflight.py tests/test_2_serve.py"
     "tests/test_4_sglang.py tests/test_3_instance_store.py"
