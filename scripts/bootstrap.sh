@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Install what the demo and the tests need on a fresh Debian 12 machine (idempotent):
-# podman, runc and debootstrap for the systemd test hosts, rsync (model copies), shellcheck for the lint,
+# podman, runc, netavark, aardvark-dns and iptables (podman's network backend) and debootstrap for the systemd test hosts, rsync (model copies), shellcheck for the lint,
 # haproxy (the load balancer of the day-2 tests), and a
 # virtualenv .venv with the pinned control-node and test requirements.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(podman runc netavark aardvark-dns debootstrap shellcheck openssh-client rsync haproxy)
+packages=(podman runc netavark aardvark-dns iptables debootstrap shellcheck openssh-client rsync haproxy)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

@@ -36,6 +36,10 @@ def pytest_terminal_summary(terminalreporter):
     """The client load of every day-2 test: requests sent, completed and failed."""
     import traffic
 
+    if kit.REPORT:
+        terminalreporter.section("measured")
+        for line in kit.REPORT:
+            terminalreporter.write_line(line)
     if traffic.REPORT:
         terminalreporter.section("client load during day-2 operations")
         for test, label, stats in traffic.REPORT:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from http.client import HTTPConnection
 
 import pytest
 
@@ -71,6 +73,14 @@ def test_converge_starts_engine_readiness_probe_and_gateway(served):
     assert unit_property("User") == "inference"
 
 
+@pytest.mark.parametrize(("unit", "limit"), [("nginx.service", 4.0), (UNIT, 2.5), ("inference-readiness.service", 3.0)])
+def test_services_are_sandboxed(served, unit, limit):
+    report = kit.host_sh(f"systemd-analyze security {unit}").stdout
+    exposure = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", report).group(1))
+    kit.REPORT.append(f"systemd-analyze security {unit}: {exposure}")
+    assert exposure <= limit, report
+
+
 def test_engine_listens_on_loopback_only(served):
     listeners = kit.host_sh("ss -ltnH").stdout
     assert "127.0.0.1:8100 " in listeners
@@ -113,6 +123,15 @@ def test_the_image_goes_through_the_model(served, alice, tmp_path):
     assert prompt_tokens(text + [{"type": "image_url", "image_url": {"url": url}}]) > prompt_tokens(text)
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8100/metrics", "http://10.0.0.1/image.png"])
+def test_a_media_url_naming_an_internal_address_is_refused(served, alice, url):
+    content = [{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": url}}]
+    body = {"model": "tiny-vision", "max_tokens": 1, "messages": [{"role": "user", "content": content}]}
+    status, answer = http("/v1/chat/completions", alice, "POST", body)
+    assert status == 400, answer
+    assert b"allowed domains" in answer, answer
+
+
 def test_example_client_errors_are_one_line(served):
     result = tool("examples/chat.py", "hi", key="sk-wrong-key-0123456789")
     assert result.returncode == 1
@@ -126,11 +145,52 @@ def test_keys_decide_access(served, keys, alice):
     assert http("/v1/models", keys["vault_inference_gateway_api_keys"][1]["key"])[0] == 200
     # The internal key is for the gateway alone: clients cannot use it.
     assert http("/v1/models", keys["vault_inference_engine_internal_key"])[0] == 401
+    # Keys match exactly; only the scheme's case is free.
+    assert http("/v1/models", alice.swapcase())[0] == 401
+    assert http("/v1/models", alice.upper())[0] == 401
+    assert raw_request("/v1/models", {"Authorization": f"bearer {alice}"})[0] == 200
+
+
+# Paths nginx normalises onto a forwarded route, while the engine would see them as sent.
+PATH_TRICKS = [
+    "/metrics/../v1/models",
+    "/v1/../metrics",
+    "/v1/models/../../metrics",
+    "/metrics/%2E%2E/v1/models",
+    "/metrics%2F..%2Fv1/models",
+    "/v1/%2e%2e/metrics",
+    "//metrics/../v1/models",
+    "/v1//models",
+    "/v1/models/..%2F..%2Fmetrics",
+    "/v1/chat/completions/../../../metrics",
+    "/v1/loads",
+    "/v1/models/",
+]
+
+
+def raw_request(path: str, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+    """A request whose path goes on the wire exactly as given (no client-side normalising)."""
+    connection = HTTPConnection("127.0.0.1", kit.PUBLISHED_GATEWAY_PORT, timeout=60)
+    try:
+        connection.putrequest("GET", path, skip_accept_encoding=True)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read(), dict(response.getheaders())
+    finally:
+        connection.close()
 
 
 def test_only_openai_and_health_routes_are_reachable(served, alice):
     for path in ("/metrics", "/tokenize", "/invocations", "/version", "/docs", "/"):
         assert http(path, alice)[0] == 404, path
+    for path in PATH_TRICKS:
+        status, body, _ = raw_request(path, {"Authorization": f"Bearer {alice}"})
+        assert (status, b"vllm:" in body) == (404, False), path
+    assert raw_request("/v1/models?limit=1", {"Authorization": f"Bearer {alice}"})[0] == 200
+    log = kit.host_sh("tail -n 20 /var/log/nginx/inference-gateway.log").stdout
+    assert '"GET /metrics/../v1/models HTTP/1.1" 404' in log  # the URI as received
     assert http("/health")[0] == 200
     # The engine still has its metrics, on the host only.
     assert "vllm:" in kit.host_sh("curl -sf http://127.0.0.1:8100/metrics").stdout
@@ -165,46 +225,103 @@ def test_secrets_stay_out_of_argv_journal_and_world_readable_files(served, keys)
 
 def test_readiness_follows_the_engine_and_the_drain_flag(served):
     wait_until_ready()
-    kit.host_sh("touch /run/inference-ready/draining")
+    kit.host_sh("touch /var/lib/inference-gateway/draining")
     try:
         assert http("/ready")[0] == 503
     finally:
-        kit.host_sh("rm -f /run/inference-ready/draining")
+        kit.host_sh("rm -f /var/lib/inference-gateway/draining")
     assert http("/ready")[0] == 200
 
 
-def test_killed_engine_is_restarted_ready_and_leaves_nothing_behind(served, alice):
-    old_pid = unit_property("MainPID")
-    engine_pids = "pgrep -f 'vllm.entrypoints|VLLM::|multiprocessing.resource_tracker'"
-    old_processes = set(kit.host_sh(engine_pids).stdout.split())
-    assert old_pid in old_processes and len(old_processes) >= 3  # API server, engine core, worker
-    restarts = int(unit_property("NRestarts"))
-    kit.host_sh(f"kill -9 {old_pid}")
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if unit_property("ActiveState") == "active" and unit_property("MainPID") not in ("0", old_pid):
-            break
-        time.sleep(2)
-    assert unit_property("ActiveState") == "active"
-    assert int(unit_property("NRestarts")) == restarts + 1
-    # active means ready: ExecStartPost waited for a real generation.
-    assert http("/v1/models", alice)[0] == 200
-    still_running = set(kit.host_sh("ps -eo pid=").stdout.split())
-    assert not (old_processes & still_running), "processes of the killed engine are still running"
+def test_a_drained_host_stays_out_after_a_reboot(served):
+    kit.host_sh("touch /var/lib/inference-gateway/draining")
+    try:
+        kit.testhosts.reboot_host(kit.HOST)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and unit_property("ActiveState") != "active":
+            time.sleep(2)
+        assert unit_property("ActiveState") == "active"  # the engine serves again...
+        time.sleep(12)  # ... and the readiness probe has seen it
+        assert kit.host_sh("ls /run/inference-ready").stdout.split() == ["0"]
+        assert http("/ready") == (503, b"draining\n")  # ... but the host stays out
+    finally:
+        kit.host_sh("rm -f /var/lib/inference-gateway/draining")
     wait_until_ready()
 
 
-def test_a_new_client_key_is_a_gateway_reload_not_an_engine_restart(served, keys, tmp_path):
+# Each process of a running instance, and how it dies. The death of the engine core or of its
+# worker makes vLLM's API server exit 0 by itself (vllm#48966); a SIGTERM that did not come from
+# systemctl is an exit 0 nobody asked for.
+KILLS = [
+    ("api-server", "KILL"),
+    ("api-server", "TERM"),
+    ("engine-core", "KILL"),
+    ("engine-core", "SEGV"),
+    ("worker", "KILL"),
+]
+PROCESS_PATTERNS = {
+    "api-server": "vllm.entrypoints.openai.api_server",
+    "engine-core": "VLLM::EngineCore",
+    "worker": "VLLM::Worker",
+}
+
+
+@pytest.mark.parametrize(("process", "signal"), KILLS, ids=[f"{p}-SIG{s}" for p, s in KILLS])
+def test_a_dead_engine_process_brings_the_instance_back_ready(served, alice, process, signal):
+    wait_until_ready()
+    old_main = unit_property("MainPID")
+    engine_pids = "pgrep -f 'vllm.entrypoints|VLLM::|multiprocessing.resource_tracker'"
+    old_processes = set(kit.host_sh(engine_pids).stdout.split())
+    victim = kit.host_sh(f"pgrep -f '{PROCESS_PATTERNS[process]}'").stdout.split()
+    assert len(victim) == 1, victim
+    assert (victim[0] == old_main) == (process == "api-server")
+    restarts = int(unit_property("NRestarts"))
+    killed = time.monotonic()
+    kit.host_sh(f"kill -{signal} {victim[0]}")
+    deadline = killed + 300
+    while time.monotonic() < deadline:
+        if unit_property("MainPID") not in ("0", old_main) and unit_property("ActiveState") == "active":
+            break
+        time.sleep(1)
+    assert unit_property("ActiveState") == "active", kit.host_sh(f"journalctl -u {UNIT} -n 30 --no-pager").stdout
+    assert int(unit_property("NRestarts")) == restarts + 1
+    # active means ready: ExecStartPost waited for a real generation.
+    assert http("/v1/models", alice)[0] == 200
+    wait_until_ready()
+    kit.REPORT.append(f"kill -{signal} {process}: ready again after {time.monotonic() - killed:.0f} s")
+    still_running = set(kit.host_sh("ps -eo pid=").stdout.split())
+    assert not (old_processes & still_running), "processes of the killed engine are still running"
+
+
+def test_a_stopped_engine_stays_stopped(served, alice):
+    restarts = unit_property("NRestarts")
+    kit.host_sh(f"systemctl stop {UNIT}")
+    try:
+        time.sleep(15)  # longer than RestartSec
+        assert unit_property("ActiveState") == "inactive"
+        assert unit_property("NRestarts") == restarts
+        assert http("/ready")[0] == 503
+    finally:
+        kit.host_sh(f"systemctl start {UNIT}")
+    assert http("/v1/models", alice)[0] == 200
+
+
+def test_a_new_client_key_is_a_gateway_reload_not_an_engine_restart(served, keys, alice, tmp_path):
     started = unit_property("ExecMainStartTimestampMonotonic")
     carol = "sk-carol-0123456789abcdef"
-    more = {
-        "vault_inference_gateway_api_keys": [*keys["vault_inference_gateway_api_keys"], {"name": "carol", "key": carol}]
-    }
+    alice_second = "sk-alice-second-0123456789"
+    added = [{"name": "carol", "key": carol}, {"name": "alice", "key": alice_second}]
+    more = {"vault_inference_gateway_api_keys": [*keys["vault_inference_gateway_api_keys"], *added]}
     run = kit.playbook("playbooks/serve.yml", "-e", json.dumps(more), secrets_file=keys["file"])
     assert run.rc == 0, run.output[-3000:]
     assert http("/v1/models", carol)[0] == 200
     assert unit_property("ExecMainStartTimestampMonotonic") == started
     assert carol not in run.output
+    # The log says which of a client's keys was used.
+    http("/v1/models", alice_second)
+    http("/v1/models", alice)
+    log = kit.host_sh("tail -n 2 /var/log/nginx/inference-gateway.log").stdout.splitlines()
+    assert "client=alice#2 " in log[0] and "client=alice#1 " in log[1], log
     run = kit.playbook("playbooks/serve.yml", secrets_file=keys["file"])
     assert run.rc == 0
     assert http("/v1/models", carol)[0] == 401
@@ -224,6 +341,44 @@ def test_allow_unauthenticated_opens_v1_without_keys_and_nothing_else(served, ke
     assert run.rc == 0
     assert http("/v1/models")[0] == 401
     assert unit_property("ExecMainStartTimestampMonotonic") == started
+
+
+def test_per_client_limits_answer_429_with_retry_after(served, keys, alice):
+    bob = keys["vault_inference_gateway_api_keys"][1]["key"]
+    limits = {"inference_gateway_client_requests_per_second": 2, "inference_gateway_client_concurrent_requests": 1}
+    run = kit.playbook("playbooks/serve.yml", "-e", json.dumps(limits), secrets_file=keys["file"])
+    assert run.rc == 0, run.output[-3000:]
+    try:
+        answers = [raw_request("/v1/models", {"Authorization": f"Bearer {alice}"}) for _ in range(8)]
+        refused = [(body, headers) for status, body, headers in answers if status == 429]
+        assert len(refused) >= 3, [status for status, _, _ in answers]
+        assert json.loads(refused[0][0])["error"]["code"] == "rate_limit_exceeded"
+        assert refused[0][1].get("Retry-After") == "1"
+        # Another client has its own budget.
+        assert raw_request("/v1/models", {"Authorization": f"Bearer {bob}"})[0] == 200
+        # One request in flight per client: a second one meanwhile gets 429.
+        time.sleep(1.5)
+        body = {
+            "model": "tiny-vision",
+            "max_tokens": 400,
+            "stream": True,
+            "ignore_eos": True,
+            "messages": [{"role": "user", "content": "Count."}],
+        }
+        connection = HTTPConnection("127.0.0.1", kit.PUBLISHED_GATEWAY_PORT, timeout=120)
+        auth = {"Authorization": f"Bearer {alice}", "Content-Type": "application/json"}
+        connection.request("POST", "/v1/chat/completions", json.dumps(body), auth)
+        streaming = connection.getresponse()
+        assert streaming.status == 200
+        streaming.readline()
+        time.sleep(1.5)
+        status, answer, _ = raw_request("/v1/models", {"Authorization": f"Bearer {alice}"})
+        assert status == 429, answer
+        streaming.read()
+        connection.close()
+    finally:
+        run = kit.playbook("playbooks/serve.yml", secrets_file=keys["file"])
+    assert run.rc == 0
 
 
 def test_an_engine_that_cannot_become_ready_fails_instead_of_flapping(served, keys, alice):

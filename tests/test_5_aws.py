@@ -242,13 +242,13 @@ def test_registration_without_an_instance_id_or_target_group_says_what_to_do(aws
 def test_a_target_that_is_not_ready_is_not_reported_healthy(aws, keys, e2e):
     instance, settings, _ = e2e
     target = f"{instance}:{kit.GATEWAY_PORT}"
-    kit.host_sh("touch /run/inference-ready/draining")  # the gateway's /ready answers 503
+    kit.host_sh("touch /var/lib/inference-gateway/draining")  # the gateway's /ready answers 503
     try:
         run = aws.playbook(playbook="playbooks/register.yml", secrets=keys["file"], aws_targets_healthy_timeout=10,
                            **settings)  # fmt: skip
         assert aws.targets(E2E) == {target: "unhealthy"}
     finally:
-        kit.host_sh("rm -f /run/inference-ready/draining")
+        kit.host_sh("rm -f /var/lib/inference-gateway/draining")
     assert run.rc != 0 and f"{target} is unhealthy" in run.output, run.output[-3000:]
     assert aws.targets(E2E) == {target: "healthy"}
 

@@ -107,7 +107,7 @@ def status(gateway: str, key: str) -> int:
 
 
 def draining(host: str) -> bool:
-    return kit.host_sh("test -e /run/inference-ready/draining", host).returncode == 0
+    return kit.host_sh("test -e /var/lib/inference-gateway/draining", host).returncode == 0
 
 
 def engine_models(host: str, keys: dict) -> subprocess.CompletedProcess:
@@ -347,3 +347,13 @@ def test_check_mode_shows_the_rollout_and_changes_nothing(fleet, models):
     assert {host: started(host) for host in (FIRST, SECOND)} == before
     assert not draining(FIRST) and not draining(SECOND)
     assert fleet.targets() == {FIRST: "healthy", SECOND: "healthy"}
+
+
+def test_a_rollout_is_refused_while_a_host_cannot_be_reached(fleet, models):
+    """Runs last: it stops the second host's machine for good."""
+    before = started(FIRST)
+    kit.testhosts.podman("stop", "--time=5", SECOND)
+    run = fleet.playbook("playbooks/service.yml", "-e", "action=restart", "--limit", FIRST)
+    assert run.rc != 0
+    assert said(run, f"Cannot reach {SECOND}: how many instances it serves is unknown"), run.output[-3000:]
+    assert started(FIRST) == before and not draining(FIRST)

@@ -289,17 +289,7 @@ def start_host(
     args += [f"--volume={Path(src).resolve()}:{':'.join(rest)}" for src, *rest in volumes]
     start = time.monotonic()
     podman(*args, image)
-    state = ""
-    while time.monotonic() - start < timeout:
-        proc = host_exec(name, ["systemctl", "is-system-running", "--wait"], timeout=timeout)
-        state = proc.stdout.strip() or proc.stderr.strip()
-        if state in ("running", "degraded"):
-            break
-        if podman("container", "inspect", "--format", "{{.State.Running}}", name).stdout.strip() != "true":
-            raise RuntimeError(f"host {name} exited: {podman('logs', name, check=False).stdout[-2000:]}")
-        time.sleep(0.2)  # "Failed to connect to bus" right after start
-    else:
-        raise RuntimeError(f"host {name} did not boot in {timeout}s: {state}")
+    state = _wait_booted(name, timeout)
     if ssh_port:
         authorized = ssh_key().with_suffix(".pub").read_text()
         script = "install -d -m 700 /root/.ssh && cat > /root/.ssh/authorized_keys"
@@ -308,6 +298,26 @@ def start_host(
         failed = host_exec(name, ["systemctl", "--failed", "--no-legend"]).stdout
         log(f"host {name} is degraded: {failed}")
     log(f"host {name} up in {time.monotonic() - start:.1f}s ({state})")
+
+
+def _wait_booted(name: str, timeout: float) -> str:
+    """Wait until systemd in host NAME is up; return its state (running or degraded)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        proc = host_exec(name, ["systemctl", "is-system-running", "--wait"], timeout=timeout)
+        state = proc.stdout.strip() or proc.stderr.strip()
+        if state in ("running", "degraded"):
+            return state
+        if podman("container", "inspect", "--format", "{{.State.Running}}", name).stdout.strip() != "true":
+            raise RuntimeError(f"host {name} exited: {podman('logs', name, check=False).stdout[-2000:]}")
+        time.sleep(0.2)  # "Failed to connect to bus" right after start
+    raise RuntimeError(f"host {name} did not boot in {timeout}s")
+
+
+def reboot_host(name: str, timeout: float = 120) -> None:
+    """Reboot host NAME as a machine reboots: every process ends, /run starts empty."""
+    podman("restart", "--time=30", name)
+    _wait_booted(name, timeout)
 
 
 # --- CLI -----------------------------------------------------------------------------------

@@ -101,14 +101,16 @@ def inference_capacity(survey, batch):
     """How much serving capacity would be out once BATCH (host names) goes out.
 
     survey: the results of a `find` looped over every host of the inference group (loop var
-    __inference_service_peer) over the instance settings and the readiness flags. A host serves
-    its instances whose readiness flag is set; none while draining or unreachable.
+    __inference_service_peer) over the instance settings, the readiness flags and the draining
+    flag. A host serves its instances whose readiness flag is set; none while draining. How many
+    instances a host it cannot reach has is unknown: it is listed in "unreachable" and counts as
+    none, so the caller refuses to judge the batch rather than guess.
     """
     hosts = {}
     for result in survey:
         files = [_basename(f["path"]) for f in result.get("files", [])]
         reachable = not result.get("unreachable") and not result.get("failed")
-        instances = sum(1 for f in files if INSTANCE_SETTINGS.match(f)) or 1
+        instances = (sum(1 for f in files if INSTANCE_SETTINGS.match(f)) or 1) if reachable else 0
         ready = sum(1 for f in files if READY_FLAG.match(f))
         serving = 0 if not reachable or "draining" in files else min(ready, instances)
         hosts[result["__inference_service_peer"]] = {"instances": instances, "serving": serving, "reachable": reachable}
@@ -120,6 +122,7 @@ def inference_capacity(survey, batch):
         "out_after": out_after,
         "out_after_percent": round(100 * out_after / total, 1) if total else 0.0,
         "not_serving": sorted(n for n, h in hosts.items() if h["serving"] < h["instances"] and n not in batch),
+        "unreachable": sorted(n for n, h in hosts.items() if not h["reachable"]),
     }
 
 
