@@ -24,6 +24,8 @@ def fingerprint(host: str) -> str:
     return kit.host_sh(FINGERPRINT, host).stdout
 
 
+KEY = "kit-test-key-" + "k" * 16  # not a secret: the runs that get it fail in preflight
+
 BAD_INPUTS = [
     ({"engine": "bogus"}, r'engine is "bogus"; valid engines: vllm, sglang'),
     ({"vault_inference_gateway_api_keys": []}, r"No client API key is configured"),
@@ -34,7 +36,12 @@ BAD_INPUTS = [
     ({"inference_engine_context_length": -4096}, r'inference_engine_context_length is "-4096"'),
     ({"vllm_server_gpu_memory_utilization": 1.5}, r'vllm_server_gpu_memory_utilization is "1.5"'),
     ({"vllm_server_gpu_memory_utilization": 0}, r'vllm_server_gpu_memory_utilization is "0"'),
-    ({"inference_gateway_port": 70000}, r"must lie in 1-65535"),
+    ({"inference_gateway_port": 70000}, r"must lie in 1024-65535"),
+    (
+        {"inference_gateway_port": 443},
+        r"inference_gateway_port 443 gives the gateway ports 443, which must lie in 1024-65535",
+    ),
+    ({"inference_engine_port": 80}, r'inference_engine_port is "80" .* lie in 1024-65535'),
     ({"inference_engine_port": 65536}, r"inference_engine_port is \"65536\""),
     ({"inference_gateway_port": 8100, "inference_engine_port": 8100}, r"not overlap the engine instances' ports"),
     ({"model_cache_controller_path": "/nonexistent/model"}, r'model_cache_controller_path is "/nonexistent/model"'),
@@ -46,6 +53,53 @@ BAD_INPUTS = [
     ({"engine": "sglang", "sglang_server_log_level": "loud"}, r'sglang_server_log_level is "loud"'),
     ({"engine": "sglang", "sglang_server_options": {"api_key": "x"}}, r"sglang_server_options sets api-key"),
     ({"vllm_server_options": {"host": "0.0.0.0", "api-key": "x"}}, r"vllm_server_options sets api-key, host, which"),
+    # A trailing newline passed the checks before ($ matches before a final newline).
+    (
+        {"vault_inference_gateway_api_keys": [{"name": "app", "key": KEY + "\n"}]},
+        r'\(name "app"\) is invalid: .*a key of 16',
+    ),
+    ({"vault_inference_gateway_api_keys": [{"name": "app\n", "key": KEY}]}, r"each entry needs a name of letters"),
+    ({"vault_inference_engine_internal_key": KEY + "\n"}, r"inference_engine_internal_key is missing, shorter than 16"),
+    (
+        {"vault_inference_gateway_api_keys": [{"name": "app", "key": KEY}, {"name": "other", "key": KEY.upper()}]},
+        r"two keys differ only in case",
+    ),
+    # What the kit manages, or keeps off the command line, through the extra arguments and environment.
+    ({"inference_engine_extra_args": ["--api-key=" + KEY]}, r"inference_engine_extra_args sets --api-key, which"),
+    ({"inference_engine_extra_args": ["--api_key", KEY]}, r"inference_engine_extra_args sets --api-key, which"),
+    (
+        {"inference_engine_extra_args": ["--host", "0.0.0.0", "--por", "9000", "--uds", "/tmp/engine.sock"]},
+        r"inference_engine_extra_args sets --host, --port, --uds, which",
+    ),
+    (
+        {"vault_inference_engine_internal_key": KEY, "inference_engine_extra_args": ["--served-model-name", KEY]},
+        r"inference_engine_extra_args sets the value of vault_inference_engine_internal_key, which",
+    ),
+    ({"inference_engine_environment": {"VLLM_API_KEY": KEY}}, r"inference_engine_environment sets VLLM_API_KEY, which"),
+    (
+        {"engine": "sglang", "inference_engine_extra_args": ["--admin-api-key", KEY]},
+        r"extra_args sets --admin-api-key, which",
+    ),
+    # LoRA adapters loaded at run time.
+    (
+        {"inference_engine_environment": {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true"}},
+        r"inference_engine_environment sets VLLM_ALLOW_RUNTIME_LORA_UPDATING, which lets vllm load LoRA adapters",
+    ),
+    (
+        {"engine": "sglang", "inference_engine_extra_args": ["--enable-lora"]},
+        r"extra_args sets --enable-lora, which lets",
+    ),
+    (
+        {"engine": "sglang", "sglang_server_options": {"lora_paths": ["a=/tmp/a"]}},
+        r"options sets lora-paths, which lets",
+    ),
+    # The revision becomes a directory name.
+    ({"model_cache_source": "hf", "model_cache_hf_revision": "refs/pr/1"}, r'model_cache_hf_revision is "refs/pr/1"'),
+    ({"model_cache_source": "hf", "model_cache_hf_revision": "..main"}, r'model_cache_hf_revision is "\.\.main"'),
+    (
+        {"model_cache_source": "hf", "model_cache_hf_revision": "main branch"},
+        r'model_cache_hf_revision is "main branch"',
+    ),
 ]
 
 

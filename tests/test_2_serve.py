@@ -275,7 +275,6 @@ def test_a_dead_engine_process_brings_the_instance_back_ready(served, alice, pro
     victim = kit.host_sh(f"pgrep -f '{PROCESS_PATTERNS[process]}'").stdout.split()
     assert len(victim) == 1, victim
     assert (victim[0] == old_main) == (process == "api-server")
-    restarts = int(unit_property("NRestarts"))
     killed = time.monotonic()
     kit.host_sh(f"kill -{signal} {victim[0]}")
     deadline = killed + 300
@@ -284,7 +283,9 @@ def test_a_dead_engine_process_brings_the_instance_back_ready(served, alice, pro
             break
         time.sleep(1)
     assert unit_property("ActiveState") == "active", kit.host_sh(f"journalctl -u {UNIT} -n 30 --no-pager").stdout
-    assert int(unit_property("NRestarts")) == restarts + 1
+    # A start that became ready clears the start limit's count: these kills, more than its three
+    # tries, are no crash loop.
+    assert unit_property("NRestarts") == "0"
     # active means ready: ExecStartPost waited for a real generation.
     assert http("/v1/models", alice)[0] == 200
     wait_until_ready()

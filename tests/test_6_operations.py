@@ -134,9 +134,13 @@ def served_model_path(host: str, keys: dict) -> str:
         ({"client": "all", "new_key": "k" * 20}, "-e new_key=... goes with one client only"),
         ({"client": "alice", "new_key": "short"}, "The new key must be 16 to 200 characters"),
         ({"client": "alice", "phase": "later"}, "inference_api_keys_phase must be one of: add, retire"),
+        ({"client": "alice", "new_key": "k" * 20 + "\n"}, "The new key must be 16 to 200 characters"),
+        ({"client": "alice", "new_key": "<bob's key in upper case>"}, "The new key is already in use"),
     ],
 )
 def test_a_rotation_with_bad_input_changes_nothing(keys, tmp_path, extra, message):
+    bob_upper = keys["vault_inference_gateway_api_keys"][1]["key"].upper()
+    extra = {k: bob_upper if v == "<bob's key in upper case>" else v for k, v in extra.items()}
     keys_file = tmp_path / "keys.yml"
     keys_file.touch(mode=0o600)
     keys_file.write_bytes(keys["file"].read_bytes())
@@ -263,11 +267,31 @@ def test_service_restart_without_aws_drains_through_ready_and_drops_no_request(f
     assert not draining(FIRST) and not draining(SECOND)
 
 
+def test_a_changed_setting_through_site_yml_restarts_one_host_at_a_time_and_drops_no_request(fleet):
+    before = {host: started(host) for host in (FIRST, SECOND)}
+    load = fleet.load()
+    run = fleet.playbook("site.yml", inference_engine_max_sequences=6)
+    stats = load.stop("during site.yml with a changed engine setting")
+    assert run.rc == 0, run.output[-3000:]
+    assert said(run, "Rolling | Restart with the current settings, one batch of hosts at a time")
+    assert all(started(host) != before[host] for host in (FIRST, SECOND)), "an engine kept its old settings"
+    assert stats.failed == 0 and stats.completed > 0, stats.errors[:5]
+    assert set(stats.served_by) == {FIRST, SECOND}
+    assert fleet.targets() == {FIRST: "healthy", SECOND: "healthy"}
+    assert not draining(FIRST) and not draining(SECOND)
+    # Nothing left to restart: no drain, no restart, nothing changed.
+    before = {host: started(host) for host in (FIRST, SECOND)}
+    again = fleet.playbook("site.yml", inference_engine_max_sequences=6)
+    assert again.rc == 0 and again.recap(FIRST)["changed"] == 0 and again.recap(SECOND)["changed"] == 0
+    assert {host: started(host) for host in (FIRST, SECOND)} == before
+
+
 def test_a_host_that_cannot_become_ready_stops_the_rollout_there_and_rolls_back(fleet):
     before = started(SECOND)
     load = fleet.load()
     # The tiny model knows 2048 positions: vLLM refuses 4096, so the first host cannot start.
-    run = fleet.playbook("playbooks/rolling.yml", inference_engine_context_length=4096)
+    # site.yml, the main command, rolls serving hosts one at a time as rolling.yml does.
+    run = fleet.playbook("site.yml", inference_engine_context_length=4096)
     failed_rollout = load.stop("during the failing rollout")
     assert run.rc != 0
     assert said(run, f"{FIRST} failed at ") and said(run, "the hosts after it were not touched"), run.output[-3000:]

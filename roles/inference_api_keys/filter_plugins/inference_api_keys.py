@@ -22,8 +22,11 @@ def inference_api_keys_plan(current, client, phase, new_key=""):
         )
     if new_key and len(clients) != 1:
         return _impossible("-e new_key=... goes with one client only (-e client=<name>).")
-    if new_key and new_key in (entry["key"] for entry in current):
-        return _impossible("The new key is already in use; give a key no client has.")
+    # Without case, as the gateway's preflight compares its keys: keys that differ only in case count as one.
+    if new_key and str(new_key).lower() in {str(entry["key"]).lower() for entry in current}:
+        return _impossible(
+            "The new key is already in use (keys that differ only in case count as one); give a key no client has."
+        )
     keys, retired, added, retiring, new_keys = [], [], [], [], {}
     for name in names:
         entries = [entry for entry in current if entry["name"] == name]

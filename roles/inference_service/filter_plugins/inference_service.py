@@ -2,8 +2,8 @@
 
 import re
 
-INSTANCE_SETTINGS = re.compile(r"^[a-z0-9_]+-[0-9]+\.env$")  # /etc/inference/<engine>-<N>.env
-READY_FLAG = re.compile(r"^[0-9]+$")  # /run/inference-ready/<N>
+INSTANCE_SETTINGS = re.compile(r"[a-z0-9_]+-[0-9]+\.env\Z")  # /etc/inference/<engine>-<N>.env
+READY_FLAG = re.compile(r"[0-9]+\Z")  # /run/inference-ready/<N>
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(\S+)", re.MULTILINE)
 
 
