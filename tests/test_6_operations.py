@@ -157,6 +157,55 @@ def test_a_rotation_with_bad_input_changes_nothing(keys, tmp_path, extra, messag
     assert keys_file.read_bytes() == keys["file"].read_bytes()
 
 
+def rotate_without_hosts(keys_file: Path, tmp_path: Path, **extra) -> kit.Run:
+    """A rotation's plan alone: the key list written to KEYS_FILE, no host to apply it to."""
+    no_hosts = tmp_path / "hosts.yml"
+    no_hosts.write_text("inference:\n  hosts: {}\n")
+    settings = json.dumps({"keys_file": str(keys_file)} | extra)
+    return kit.playbook("playbooks/rotate_api_key.yml", "-e", settings, secrets_file=keys_file, inventory=no_hosts)
+
+
+def test_retire_removes_the_key_added_first_whatever_the_order_in_the_file(keys, tmp_path):
+    keys_file = tmp_path / "keys.yml"
+    keys_file.touch(mode=0o600)
+    keys_file.write_bytes(keys["file"].read_bytes())
+    assert rotate_without_hosts(keys_file, tmp_path, client="alice").rc == 0
+    entries = yaml.safe_load(keys_file.read_text())["vault_inference_gateway_api_keys"]
+    old, new = [e for e in entries if e["name"] == "alice"]
+    assert "added" in new and "added" not in old
+    # Someone tidies the file: the new key first.
+    reordered = yaml.safe_load(keys_file.read_text()) | {"vault_inference_gateway_api_keys": [new, old, *entries[2:]]}
+    keys_file.write_text(yaml.safe_dump(reordered))
+    assert rotate_without_hosts(keys_file, tmp_path, client="alice", phase="retire").rc == 0
+    left = yaml.safe_load(keys_file.read_text())["vault_inference_gateway_api_keys"]
+    assert [e["key"] for e in left if e["name"] == "alice"] == [new["key"]]
+
+
+def test_two_rotations_at_once_lose_no_key(keys, tmp_path):
+    keys_file = tmp_path / "keys.yml"
+    keys_file.touch(mode=0o600)
+    keys_file.write_bytes(keys["file"].read_bytes())
+    runs: dict[str, kit.Run] = {}
+
+    def rotate(client: str) -> None:
+        (tmp_path / client).mkdir()
+        runs[client] = rotate_without_hosts(keys_file, tmp_path / client, client=client)
+
+    threads = [threading.Thread(target=rotate, args=(client,)) for client in ("alice", "bob")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    entries = yaml.safe_load(keys_file.read_text())["vault_inference_gateway_api_keys"]
+    done = [client for client, run in runs.items() if run.rc == 0]
+    assert done, [run.output[-2000:] for run in runs.values()]
+    for client, run in runs.items():
+        keys_of_client = [e for e in entries if e["name"] == client]
+        assert len(keys_of_client) == (2 if client in done else 1), (client, run.output[-2000:])
+        if client not in done:
+            assert said(run, "if another rotation changed the file since this run started"), run.output[-2000:]
+
+
 @pytest.fixture(scope="module")
 def fleet(models, keys):
     NEW_MODEL.update(model_cache_controller_path=str(models / "tiny-text"), inference_engine_mm_limits={})
