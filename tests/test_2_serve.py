@@ -255,7 +255,6 @@ def test_a_drained_host_stays_out_after_a_reboot(served):
 KILLS = [
     ("api-server", "KILL"),
     ("api-server", "TERM"),
-    ("engine-core", "KILL"),
     ("engine-core", "SEGV"),
     ("worker", "KILL"),
 ]
