@@ -100,10 +100,13 @@ echo '{csv_line}'
 """
     command = ["sh", "-c", "cat > /usr/local/bin/nvidia-smi && chmod 755 /usr/local/bin/nvidia-smi"]
     testhosts.host_exec(host, command, input=script, check=True)
+    # The driver's tool the GPU builds' nvidia-uvm unit runs (systemd-analyze verify wants it there).
+    stub = "printf '#!/bin/sh\\nexit 0\\n' > /usr/bin/nvidia-modprobe && chmod 755 /usr/bin/nvidia-modprobe"
+    testhosts.host_exec(host, ["sh", "-c", stub], check=True)
 
 
 def remove_fake_nvidia_smi(host: str) -> None:
-    host_sh("rm -f /usr/local/bin/nvidia-smi", host)
+    host_sh("rm -f /usr/local/bin/nvidia-smi /usr/bin/nvidia-modprobe", host)
 
 
 def models() -> Path:

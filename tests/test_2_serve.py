@@ -255,8 +255,8 @@ def test_a_drained_host_stays_out_after_a_reboot(served):
 # restarted under any restart policy.
 KILLS = [
     ("api-server", "TERM"),
-    ("engine-core", "SEGV"),
-    ("worker", "KILL"),
+    ("engine-core", "KILL"),
+    ("worker", "SEGV"),
 ]
 PROCESS_PATTERNS = {
     "api-server": "vllm.entrypoints.openai.api_server",
@@ -398,10 +398,14 @@ def test_an_engine_that_cannot_become_ready_fails_instead_of_flapping(served, ke
     time.sleep(15)
     assert unit_property("ActiveState") == "failed" and unit_property("NRestarts") == restarts
     assert http("/ready")[0] == 503
-    # Fixing the setting brings it back, into the load balancer too.
+    # Fixing the setting brings the engine back; the host stays out of the load balancer until
+    # an operator puts it back (as after any drain).
     run = kit.playbook("playbooks/serve.yml", secrets_file=keys["file"])
     assert run.rc == 0, run.output[-3000:]
     assert http("/v1/models", alice)[0] == 200
+    assert http("/ready") == (503, b"draining\n")
+    run = kit.playbook("playbooks/service.yml", "-e", "action=start", secrets_file=keys["file"])
+    assert run.rc == 0, run.output[-3000:]
     assert http("/ready")[0] == 200
 
 
