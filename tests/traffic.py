@@ -128,7 +128,7 @@ class Load:
     machine room for the playbooks."""
 
     def __init__(
-        self, base_url: str, key: str, model: str, workers: int = 2, long_tokens: int = 100, pause: float = 0.5
+        self, base_url: str, key: str, model: str, workers: int = 2, long_tokens: int = 100, pause: float = 1.5
     ):
         self.client = OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=300)
         self.model, self.workers, self.long_tokens, self.pause = model, workers, long_tokens, pause
