@@ -7,9 +7,11 @@ this module adds (in the test server, never in the roles):
   which amazon.aws.elb_application_lb then fails on with a KeyError);
 - the Deep Learning Base AMI's public SSM parameters (/aws/service/deeplearning/...), each
   pointing at an AMI registered in moto's EC2, since /aws/ names cannot be created through the API;
-- optionally, target health that follows a real HTTP probe: a target whose address is known
-  (probe_targets) is healthy only while GET <its URL><health check path> answers a matcher code,
-  as an ALB would judge it. Moto's own targets are healthy at once.
+- target registration and health as an ALB has them (TargetStates): initial, healthy,
+  unhealthy, draining for the deregistration delay, unused, with AWS's reason codes, per
+  instance and port, with durations scaled down (ALB_TIME_SCALE). A target whose address is known
+  (probe_targets) passes a health check only while GET <its URL><health check path> answers a
+  matcher code; moto's own instances have no address and pass.
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ import json
 import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+from moto.elbv2 import exceptions as elbv2_exceptions
 from moto.elbv2 import models as elbv2_models
 from moto.server import ThreadedMotoServer
 from moto.ssm import models as ssm_models
@@ -90,34 +96,200 @@ def _patch_dlami_parameters() -> None:
     ssm_models.ParameterDict._check_loading_status = check
 
 
-def _probe(url: str, matcher: str, timeout: float) -> bool:
+def _probe(url: str, matcher: str, timeout: float) -> tuple[bool, str, str]:
+    """One ALB health check: (passed, reason, description) as DescribeTargetHealth words a failure."""
     codes = {int(code) for code in matcher.split(",") if code.strip().isdigit()}
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status in codes
+            status = response.status
     except urllib.error.HTTPError as error:
-        return error.code in codes
+        status = error.code
+    except TimeoutError:
+        return False, "Target.Timeout", "Request timed out"
     except OSError:
-        return False
+        return False, "Target.FailedHealthChecks", "Health checks failed"
+    if status in codes:
+        return True, "", ""
+    return False, "Target.ResponseCodeMismatch", f"Health checks failed with these codes: [{status}]"
 
 
-def _patch_target_health() -> None:
-    original = elbv2_models.FakeTargetGroup.health_for
+@dataclass
+class Target:
+    """One registered target as an ALB keeps it: its state, and its run of health-check results."""
 
-    def health_for(self, target, ec2_backend):
-        status = original(self, target, ec2_backend)
-        base = probe_targets.get(f"{target['Id']}:{target.get('Port', self.port)}")
-        if base is None or status.status != "healthy":
-            return status
-        path = self.health_check_path or "/"
-        if _probe(base + path, self.matcher.get("HttpCode", "200"), float(self.health_check_timeout_seconds or 5)):
-            return status
-        return elbv2_models.FakeHealthStatus(
-            status.instance_id, status.port, status.health_check_port, "unhealthy",
-            "Target.ResponseCodeMismatch", "Health checks failed",
-        )  # fmt: skip
+    state: str = "initial"
+    reason: str = "Elb.RegistrationInProgress"
+    description: str = "Target registration is in progress"
+    since: float = field(default_factory=time.monotonic)
+    next_check: float = 0.0
+    passes: int = 0
+    failures: int = 0
 
-    elbv2_models.FakeTargetGroup.health_for = health_for
+
+class TargetStates:
+    """Target health as an ALB has it, per (instance, port), on a clock whose durations are ALB_TIME_SCALE times AWS's:
+
+    - registered: initial (Elb.RegistrationInProgress, then Elb.InitialHealthChecking) until
+      healthy_threshold checks in a row pass, then healthy; unhealthy after
+      unhealthy_threshold failures in a row (Target.ResponseCodeMismatch, Target.Timeout,
+      Target.FailedHealthChecks); health checks every interval, answered by the target's URL
+      in probe_targets (a target without one passes, as moto's targets do);
+    - deregistered, or its instance terminated: draining (Target.DeregistrationInProgress) for the
+      group's deregistration delay, then gone; RegisterTargets on a draining target cancels the
+      drain and starts the health checks again (initial);
+    - its instance stopped: unused (Target.InvalidState); not registered: unused
+      (Target.NotRegistered); in a group no load balancer forwards to: unused (Target.NotInUse),
+      never checked.
+    """
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.groups: dict[str, dict[tuple[str, int], Target]] = {}
+        # (target "<id>:<port>", from state, to state) of every change, for tests to read.
+        self.events: list[tuple[str, str, str]] = []
+        self._stop = threading.Event()
+        self.running = False
+
+    def _set(self, name: str, key: tuple[str, int], target: Target, state: str, reason: str, text: str) -> None:
+        if target.state != state:
+            self.events.append((f"{key[0]}:{key[1]}", target.state, state))
+            target.since = time.monotonic()
+        target.state, target.reason, target.description = state, reason, text
+
+    def register(self, group, targets: list[dict]) -> None:
+        with self.lock:
+            members = self.groups.setdefault(group.arn, {})
+            for wanted in targets:
+                key = (wanted["Id"], int(wanted.get("Port") or group.port))
+                if key[0].startswith("i-") and not group.ec2_backend.get_instance_by_id(key[0]):
+                    raise elbv2_exceptions.InvalidTargetError()
+                current = members.get(key)
+                if current is None:
+                    members[key] = Target()
+                    self.events.append((f"{key[0]}:{key[1]}", "unused", "initial"))
+                elif current.state == "draining":
+                    self._set(group.arn, key, current, "initial", "Elb.RegistrationInProgress",
+                              "Target registration is in progress")  # fmt: skip
+                    current.passes = current.failures = 0
+                    current.next_check = 0.0
+
+    def deregister(self, group, targets: list[dict]) -> None:
+        """AWS returns successfully for a target that is not registered."""
+        with self.lock:
+            members = self.groups.setdefault(group.arn, {})
+            for leaving in targets:
+                key = (leaving["Id"], int(leaving.get("Port") or group.port))
+                if key in members and members[key].state != "draining":
+                    self._set(group.arn, key, members[key], "draining", "Target.DeregistrationInProgress",
+                              "Target deregistration is in progress")  # fmt: skip
+
+    def terminated(self, instance_ids: list[str]) -> None:
+        """AWS deregisters a terminated instance's targets."""
+        with self.lock:
+            for arn, members in self.groups.items():
+                for key, target in members.items():
+                    if key[0] in instance_ids and target.state != "draining":
+                        self._set(arn, key, target, "draining", "Target.DeregistrationInProgress",
+                                  "Target deregistration is in progress")  # fmt: skip
+
+    def describe(self, group, targets: list[dict]) -> list:
+        with self.lock:
+            members = self.groups.get(group.arn, {})
+            keys = [(t["Id"], int(t.get("Port") or group.port)) for t in targets] if targets else list(members)
+            found = []
+            for key in keys:
+                target = members.get(key)
+                instance = group.ec2_backend.get_instance_by_id(key[0]) if key[0].startswith("i-") else None
+                if target is None:
+                    health = ("unused", "Target.NotRegistered", "Target is not registered to the target group")
+                elif target.state != "draining" and instance is not None and instance.state == "stopped":
+                    health = ("unused", "Target.InvalidState", "Target is in the stopped state")
+                elif target.state != "draining" and not group.load_balancer_arns:
+                    health = ("unused", "Target.NotInUse",
+                              "Target group is not configured to receive traffic from the load balancer")  # fmt: skip
+                elif target.state == "healthy":
+                    health = ("healthy", None, None)
+                else:
+                    health = (target.state, target.reason, target.description)
+                found.append(elbv2_models.FakeHealthStatus(key[0], key[1], group.health_check_port, *health))
+            return found
+
+    def _due(self, now: float) -> list[tuple]:
+        """Ends the drains that are over; returns the health checks due now (group, key, target, url)."""
+        due = []
+        for backend in [b for regions in elbv2_models.elbv2_backends.values() for b in regions.values()]:
+            for group in list(backend.target_groups.values()):
+                members = self.groups.get(group.arn, {})
+                delay = float(group.attributes.get("deregistration_delay.timeout_seconds", 300)) * ALB_TIME_SCALE
+                for key, target in list(members.items()):
+                    instance = group.ec2_backend.get_instance_by_id(key[0]) if key[0].startswith("i-") else None
+                    if target.state == "draining":
+                        if now - target.since >= delay:
+                            del members[key]
+                            self.events.append((f"{key[0]}:{key[1]}", "draining", "unused"))
+                    elif instance is not None and instance.state == "stopped":
+                        target.passes, target.failures, target.state = 0, 0, "initial"  # checked again once started
+                    elif group.load_balancer_arns and now >= target.next_check:
+                        target.next_check = now + float(group.health_check_interval_seconds or 30) * ALB_TIME_SCALE
+                        base = probe_targets.get(f"{key[0]}:{key[1]}")
+                        due.append((group, key, target, base + (group.health_check_path or "/") if base else None))
+        return due
+
+    def _record(self, group, key: tuple[str, int], target: Target, result: tuple[bool, str, str]) -> None:
+        passed, reason, text = result
+        if passed:
+            target.passes, target.failures = target.passes + 1, 0
+            if target.state != "healthy" and target.passes >= int(group.healthy_threshold_count):
+                self._set(group.arn, key, target, "healthy", "", "")
+        else:
+            target.passes, target.failures = 0, target.failures + 1
+            if target.state == "healthy" and target.failures >= int(group.unhealthy_threshold_count):
+                self._set(group.arn, key, target, "unhealthy", reason, text)
+            elif target.state == "unhealthy":
+                target.reason, target.description = reason, text
+        if target.state == "initial":
+            target.reason, target.description = "Elb.InitialHealthChecking", "Initial health checks in progress"
+
+    def tick(self) -> None:
+        """The drains that end and the health checks that are due now (probed outside the lock)."""
+        with self.lock:
+            due = self._due(time.monotonic())
+        for group, key, target, url in due:
+            timeout = max(1.0, float(group.health_check_timeout_seconds or 5) * ALB_TIME_SCALE)
+            result = _probe(url, group.matcher.get("HttpCode", "200"), timeout) if url else (True, "", "")
+            with self.lock:
+                if self.groups.get(group.arn, {}).get(key) is target and target.state != "draining":
+                    self._record(group, key, target, result)
+
+    def run(self) -> None:
+        while not self._stop.wait(0.2):
+            with contextlib.suppress(Exception):  # a group deleted mid-tick: the next tick sees it gone
+                self.tick()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+# The test ALB's durations (health-check intervals and timeouts, deregistration delays) are
+# AWS's times this; set by Aws().
+ALB_TIME_SCALE = 1.0
+targets = TargetStates()
+
+
+def _patch_targets() -> None:
+    """Target registration and health as an ALB has them (TargetStates), not moto's."""
+    group_class, backend_class = elbv2_models.FakeTargetGroup, elbv2_models.ELBv2Backend
+    group_class.register = lambda self, wanted: targets.register(self, wanted)
+    group_class.deregister = lambda self, leaving: targets.deregister(self, leaving)
+    group_class.deregister_terminated_instances = lambda self, ids: targets.terminated(ids)
+
+    def describe_target_health(self, target_group_arn, wanted):
+        group = self.target_groups.get(target_group_arn)
+        if group is None:
+            raise elbv2_exceptions.TargetGroupNotFoundError()
+        return targets.describe(group, wanted)
+
+    backend_class.describe_target_health = describe_target_health
 
 
 def _register_dlamis(endpoint: str) -> None:
@@ -171,10 +343,13 @@ def start(port: int | None = None) -> tuple[ThreadedMotoServer, str]:
     """Start the server in this process; returns it and its endpoint URL."""
     _patch_load_balancer_attributes()
     _patch_dlami_parameters()
-    _patch_target_health()
+    _patch_targets()
     port = port or free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    if not targets.running:
+        targets.running = True
+        threading.Thread(target=targets.run, daemon=True).start()
     endpoint = f"http://127.0.0.1:{port}"
     _register_dlamis(endpoint)
     return server, endpoint
@@ -199,7 +374,11 @@ UNKNOWN_CERTIFICATE = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-0
 class Aws:
     """The test server, a VPC with two subnets and an ACM certificate, and a way to run playbooks."""
 
-    def __init__(self):
+    def __init__(self, alb_time_scale: float = 1 / 3):
+        """alb_time_scale: the test ALB's time against AWS's (1/3: health checks every 5 s instead of
+        15, a 900 s deregistration delay lasts 300 s)."""
+        global ALB_TIME_SCALE
+        ALB_TIME_SCALE = alb_time_scale
         self.server, self.endpoint = start()
         self.env = client_env(self.endpoint)
         options = {"region_name": REGION, "endpoint_url": self.endpoint}
@@ -270,6 +449,11 @@ class Aws:
         image = dlami_ids[("x86_64", "ubuntu-24.04")]
         found = self.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=self.subnets[0])
         return found["Instances"][0]["InstanceId"]
+
+    def target_events(self, since: int = 0) -> list[tuple[str, str, str]]:
+        """(target, from state, to state) of every change after the first SINCE."""
+        with targets.lock:
+            return list(targets.events[since:])
 
     def targets(self, name: str) -> dict[str, str]:
         """ "<id>:<port>" -> health state of every target of target group NAME."""

@@ -7,6 +7,7 @@ import os
 
 import awsmock
 import pytest
+from traffic import wait_for
 
 import kit
 
@@ -99,7 +100,7 @@ def test_target_group_and_load_balancer_settings(aws, created):
         for a in aws.elb.describe_target_group_attributes(TargetGroupArn=group["TargetGroupArn"])["Attributes"]
     }
     assert attributes["load_balancing.algorithm.type"] == "least_outstanding_requests"
-    assert attributes["deregistration_delay.timeout_seconds"] == "300"
+    assert attributes["deregistration_delay.timeout_seconds"] == "900"
     balancer = aws.elb.describe_load_balancers(Names=["inference"])["LoadBalancers"][0]
     lb_attributes = aws.elb.describe_load_balancer_attributes(LoadBalancerArn=balancer["LoadBalancerArn"])["Attributes"]
     assert {a["Key"]: a["Value"] for a in lb_attributes}["idle_timeout.timeout_seconds"] == "930"
@@ -147,6 +148,11 @@ def test_the_aws_ec2_inventory_finds_the_fleet_by_tag(aws, created):
     assert {host: plain(hostvars[host]["instance_id"]) for host in fleet} == fleet
     assert {hostvars[host]["inference_host_expected_gpus"] for host in fleet} == {1}
     assert stranger not in [plain(hostvars[host]["instance_id"]) for host in hostvars]
+
+
+def said(run: kit.Run, text: str) -> bool:
+    """TEXT is in the run's output, however the output wrapped it."""
+    return " ".join(text.split()) in " ".join(run.output.split())
 
 
 def plain(value):
@@ -244,13 +250,15 @@ def test_a_target_that_is_not_ready_is_not_reported_healthy(aws, keys, e2e):
     target = f"{instance}:{kit.GATEWAY_PORT}"
     kit.host_sh("touch /var/lib/inference-gateway/draining")  # the gateway's /ready answers 503
     try:
+        # As on AWS, unhealthy_threshold failed checks in a row first.
+        wait_for(lambda: aws.targets(E2E) == {target: "unhealthy"}, 60, "the health checks to fail")
         run = aws.playbook(playbook="playbooks/register.yml", secrets=keys["file"], aws_targets_healthy_timeout=10,
                            **settings)  # fmt: skip
-        assert aws.targets(E2E) == {target: "unhealthy"}
     finally:
         kit.host_sh("rm -f /var/lib/inference-gateway/draining")
-    assert run.rc != 0 and f"{target} is unhealthy" in run.output, run.output[-3000:]
-    assert aws.targets(E2E) == {target: "healthy"}
+    assert run.rc != 0, run.output[-3000:]
+    assert said(run, f"{target} is unhealthy (Target.ResponseCodeMismatch)"), run.output[-3000:]
+    wait_for(lambda: aws.targets(E2E) == {target: "healthy"}, 60, "the health checks to pass again")
 
 
 def test_teardown_removes_what_the_kit_created_and_only_that(aws, created):

@@ -329,10 +329,14 @@ def test_an_upgrade_through_site_yml_restarts_one_host_at_a_time_and_drops_no_re
         fleet.secrets() | {"vault_inference_engine_internal_key": "internal-" + secrets.token_urlsafe(24)}
     )
     before = {host: started(host) for host in (FIRST, SECOND)}
+    events = len(fleet.aws.target_events())
     load = fleet.load()
     run = fleet.playbook("site.yml", **UPGRADE)
     stats = load.stop("during site.yml with a new model, engine setting and engine key")
     assert run.rc == 0, run.output[-3000:]
+    # Each host came back within the deregistration delay: its target was still draining.
+    back = [target for target, was, now in fleet.aws.target_events(events) if (was, now) == ("draining", "initial")]
+    assert sorted(back) == sorted(f"{i}:{kit.GATEWAY_PORT}" for i in fleet.instances.values()), back
     assert said(run, "Rolling | Restart with the current settings, one batch of hosts at a time")
     assert all(started(host) != before[host] for host in (FIRST, SECOND)), "an engine kept its old settings"
     assert stats.failed == 0 and stats.completed > 0, stats.errors[:5]
