@@ -4,7 +4,10 @@ The kit's AWS code runs unchanged against it through AWS_ENDPOINT_URL. What moto
 this module adds (in the test server, never in the roles):
 
 - the load-balancer attributes real AWS returns (moto leaves out idle_timeout.timeout_seconds,
-  which amazon.aws.elb_application_lb then fails on with a KeyError);
+  which amazon.aws.elb_application_lb then fails on with a KeyError), and volumes' SnapshotId
+  and gp3 throughput;
+- what AWS refuses and moto allows: deleting a load balancer under deletion protection, access
+  logs to a bucket whose policy does not let the load balancer write;
 - the Deep Learning Base AMI's public SSM parameters (/aws/service/deeplearning/...), each
   pointing at an AMI registered in moto's EC2, since /aws/ names cannot be created through the API;
 - target registration and health as an ALB has them (TargetStates): initial, healthy,
@@ -49,6 +52,8 @@ ALB_ATTRIBUTES = {
     "routing.http.desync_mitigation_mode": "defensive",
     "waf.fail_open.enabled": "false",
     "access_logs.s3.enabled": "false",
+    "access_logs.s3.bucket": "",
+    "access_logs.s3.prefix": "",
 }
 
 # target id -> base URL ("http://127.0.0.1:18000") of what the ALB would reach; filled by tests.
@@ -67,6 +72,76 @@ def _patch_load_balancer_attributes() -> None:
                 self.attrs.setdefault(key, value)
 
     elbv2_models.FakeLoadBalancer.__init__ = init
+
+
+def _patch_volumes() -> None:
+    """Volumes as DescribeVolumes has them on AWS, where moto differs: SnapshotId always there ("" for
+    a volume made from none; amazon.aws.ec2_vol_info fails on a KeyError without it), and a gp3
+    volume launched with an instance keeps the IOPS and throughput asked for (moto drops the
+    throughput), 3000 and 125 when none were asked for."""
+    from moto.ec2.models import elastic_block_store, instances
+    from moto.ec2.responses import instances as instance_responses
+
+    asked = threading.local()  # device name -> its Ebs settings, for the RunInstances call of this thread
+    volume_init, parse = (
+        elastic_block_store.Volume.__init__,
+        instance_responses.InstanceResponse._parse_block_device_mapping,
+    )
+    add_block_device = instances.Instance.add_block_device
+
+    def init(self, *args, **kwargs):
+        volume_init(self, *args, **kwargs)
+        self.snapshot_id = self.snapshot_id or ""
+        if self.volume_type == "gp3":
+            self.iops, self.throughput = self.iops or 3000, self.throughput or 125
+
+    def parse_block_device_mapping(self):
+        asked.devices = {m.get("DeviceName"): m.get("Ebs", {}) for m in self._get_param("BlockDeviceMappings", [])}
+        return parse(self)
+
+    def add_block_device_as_asked(self, size, device_path, *args, **kwargs):
+        add_block_device(self, size, device_path, *args, **kwargs)
+        ebs = getattr(asked, "devices", {}).get(device_path, {})
+        volume = self.ec2_backend.get_volume(self.block_device_mapping[device_path].volume_id)
+        volume.iops = int(ebs.get("Iops") or volume.iops or 0) or None
+        volume.throughput = int(ebs.get("Throughput") or volume.throughput or 0) or None
+
+    elastic_block_store.Volume.__init__ = init
+    instance_responses.InstanceResponse._parse_block_device_mapping = parse_block_device_mapping
+    instances.Instance.add_block_device = add_block_device_as_asked
+
+
+def _patch_load_balancer_rules() -> None:
+    """What AWS refuses and moto allows: deleting a load balancer under deletion protection, and
+    turning access logs on for a bucket that does not exist or whose policy does not let the
+    load balancer write."""
+    from moto.s3.models import s3_backends
+
+    backend_class = elbv2_models.ELBv2Backend
+    delete, modify = backend_class.delete_load_balancer, backend_class.modify_load_balancer_attributes
+
+    def delete_load_balancer(self, arn):
+        balancer = self.load_balancers.get(arn)
+        if balancer is not None and balancer.attrs.get("deletion_protection.enabled") == "true":
+            message = f"Load balancer '{arn}' cannot be deleted because deletion protection is enabled"
+            raise elbv2_exceptions.ELBClientError("OperationNotPermitted", message)
+        return delete(self, arn)
+
+    def modify_load_balancer_attributes(self, arn, attrs):
+        balancer = self.load_balancers.get(arn)
+        merged = (balancer.attrs if balancer else {}) | attrs
+        if merged.get("access_logs.s3.enabled") == "true":
+            bucket_name = merged.get("access_logs.s3.bucket", "")
+            bucket = s3_backends[self.account_id]["aws"].buckets.get(bucket_name)
+            policy = (bucket.policy or b"").decode() if bucket else ""
+            if "logdelivery.elasticloadbalancing.amazonaws.com" not in policy:
+                raise elbv2_exceptions.InvalidConfigurationRequest(
+                    f"Access Denied for bucket: {bucket_name}. Please check S3bucket permission"
+                )
+        return modify(self, arn, attrs)
+
+    backend_class.delete_load_balancer = delete_load_balancer
+    backend_class.modify_load_balancer_attributes = modify_load_balancer_attributes
 
 
 def _patch_dlami_parameters() -> None:
@@ -145,7 +220,8 @@ class TargetStates:
     def __init__(self):
         self.lock = threading.RLock()
         self.groups: dict[str, dict[tuple[str, int], Target]] = {}
-        # (target "<id>:<port>", from state, to state) of every change, for tests to read.
+        # (target "<id>:<port>", from state, to state) of every change, and (instance, "running",
+        # "terminated") of every instance terminated, in order, for tests to read.
         self.events: list[tuple[str, str, str]] = []
         self._stop = threading.Event()
         self.running = False
@@ -186,6 +262,7 @@ class TargetStates:
     def terminated(self, instance_ids: list[str]) -> None:
         """AWS deregisters a terminated instance's targets."""
         with self.lock:
+            self.events.extend((instance, "running", "terminated") for instance in instance_ids)
             for arn, members in self.groups.items():
                 for key, target in members.items():
                     if key[0] in instance_ids and target.state != "draining":
@@ -220,7 +297,7 @@ class TargetStates:
         for backend in [b for regions in elbv2_models.elbv2_backends.values() for b in regions.values()]:
             for group in list(backend.target_groups.values()):
                 members = self.groups.get(group.arn, {})
-                delay = float(group.attributes.get("deregistration_delay.timeout_seconds", 300)) * ALB_TIME_SCALE
+                delay = float(group.attributes.get("deregistration_delay.timeout_seconds", 300)) * DRAIN_TIME_SCALE
                 for key, target in list(members.items()):
                     instance = group.ec2_backend.get_instance_by_id(key[0]) if key[0].startswith("i-") else None
                     if target.state == "draining":
@@ -273,6 +350,7 @@ class TargetStates:
 # The test ALB's durations (health-check intervals and timeouts, deregistration delays) are
 # AWS's times this; set by Aws().
 ALB_TIME_SCALE = 1.0
+DRAIN_TIME_SCALE = 1.0  # deregistration delays alone
 targets = TargetStates()
 
 
@@ -342,6 +420,8 @@ def free_port() -> int:
 def start(port: int | None = None) -> tuple[ThreadedMotoServer, str]:
     """Start the server in this process; returns it and its endpoint URL."""
     _patch_load_balancer_attributes()
+    _patch_load_balancer_rules()
+    _patch_volumes()
     _patch_dlami_parameters()
     _patch_targets()
     port = port or free_port()
@@ -374,11 +454,13 @@ UNKNOWN_CERTIFICATE = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-0
 class Aws:
     """The test server, a VPC with two subnets and an ACM certificate, and a way to run playbooks."""
 
-    def __init__(self, alb_time_scale: float = 1 / 3):
+    def __init__(self, alb_time_scale: float = 1 / 3, drain_time_scale: float | None = None):
         """alb_time_scale: the test ALB's time against AWS's (1/3: health checks every 5 s instead of
-        15, a 900 s deregistration delay lasts 300 s)."""
-        global ALB_TIME_SCALE
+        15, a 900 s deregistration delay lasts 300 s); drain_time_scale: the deregistration
+        delay's alone, when it differs."""
+        global ALB_TIME_SCALE, DRAIN_TIME_SCALE
         ALB_TIME_SCALE = alb_time_scale
+        DRAIN_TIME_SCALE = alb_time_scale if drain_time_scale is None else drain_time_scale
         self.server, self.endpoint = start()
         self.env = client_env(self.endpoint)
         options = {"region_name": REGION, "endpoint_url": self.endpoint}
@@ -386,13 +468,19 @@ class Aws:
         self.ec2 = boto3.client("ec2", **options)
         self.elb = boto3.client("elbv2", **options)
         self.vpc = self.ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        self.subnets = [
-            self.ec2.create_subnet(VpcId=self.vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"us-east-1{zone}")[
-                "Subnet"
-            ]["SubnetId"]
-            for i, zone in ((1, "a"), (2, "b"))
-        ]
+        # As a VPC is laid out for a load balancer: a public subnet per zone for it (public
+        # addresses on launch), a private one per zone for the hosts.
+        self.subnets = [self.subnet(f"10.0.{i}.0/24", zone, public=True) for i, zone in ((1, "a"), (2, "b"))]
+        self.private_subnets = [self.subnet(f"10.0.{i}.0/24", zone) for i, zone in ((11, "a"), (12, "b"))]
+        self.s3 = boto3.client("s3", **options)
         self.certificate = self.import_certificate(boto3.client("acm", **options))
+
+    def subnet(self, cidr: str, zone: str, public: bool = False, vpc: str | None = None) -> str:
+        """A subnet of the VPC (or VPC) in us-east-1ZONE."""
+        subnet = self.ec2.create_subnet(VpcId=vpc or self.vpc, CidrBlock=cidr, AvailabilityZone=f"us-east-1{zone}")
+        subnet_id = subnet["Subnet"]["SubnetId"]
+        self.ec2.modify_subnet_attribute(SubnetId=subnet_id, MapPublicIpOnLaunch={"Value": public})
+        return subnet_id
 
     @staticmethod
     def import_certificate(acm) -> str:
@@ -415,6 +503,7 @@ class Aws:
         return {
             "aws_vpc_id": self.vpc,
             "aws_subnet_ids": self.subnets,
+            "aws_instances_subnet_ids": self.private_subnets,
             "aws_load_balancer_certificate_arn": self.certificate,
             "aws_network_client_cidrs": CLIENT_CIDRS,
             "aws_network_admin_cidrs": ADMIN_CIDRS,
@@ -447,7 +536,7 @@ class Aws:
     def run_instance(self) -> str:
         """An instance the kit did not launch (no fleet tag)."""
         image = dlami_ids[("x86_64", "ubuntu-24.04")]
-        found = self.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=self.subnets[0])
+        found = self.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=self.private_subnets[0])
         return found["Instances"][0]["InstanceId"]
 
     def target_events(self, since: int = 0) -> list[tuple[str, str, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import awsmock
 import pytest
@@ -53,7 +54,7 @@ def test_security_group_rules_are_exactly_as_specified(aws, created):
     listener_rules = sorted(
         (p["FromPort"], p["ToPort"], [r["CidrIp"] for r in p["IpRanges"]]) for p in alb["IpPermissions"]
     )
-    assert listener_rules == [(80, 80, CLIENT_CIDRS), (443, 443, CLIENT_CIDRS)]
+    assert listener_rules == [(443, 443, CLIENT_CIDRS)]
     host_rules = {(p["FromPort"], p["ToPort"]): p for p in hosts["IpPermissions"]}
     assert set(host_rules) == {(8000, 8007), (22, 22)}
     assert [pair["GroupId"] for pair in host_rules[(8000, 8007)]["UserIdGroupPairs"]] == [alb["GroupId"]]
@@ -61,20 +62,52 @@ def test_security_group_rules_are_exactly_as_specified(aws, created):
     assert [r["CidrIp"] for r in host_rules[(22, 22)]["IpRanges"]] == ADMIN_CIDRS
 
 
-def test_the_listeners_forward_only_v1(aws, created):
+def test_the_listener_forwards_only_v1_over_tls_with_the_post_quantum_policy(aws, created):
     balancer = aws.elb.describe_load_balancers(Names=["inference"])["LoadBalancers"][0]
     listeners = {
         listener["Port"]: listener
         for listener in aws.elb.describe_listeners(LoadBalancerArn=balancer["LoadBalancerArn"])["Listeners"]
     }
-    assert set(listeners) == {80, 443}
+    assert set(listeners) == {443}, "no plain-HTTP listener unless asked: its 301 turns POSTs into GETs"
     https = listeners[443]
     assert https["Protocol"] == "HTTPS" and https["Certificates"][0]["CertificateArn"] == aws.certificate
+    assert https["SslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09"
     assert https["DefaultActions"][0]["FixedResponseConfig"]["StatusCode"] == "404"
     rules = [r for r in aws.elb.describe_rules(ListenerArn=https["ListenerArn"])["Rules"] if not r["IsDefault"]]
     assert [(r["Conditions"][0]["Values"], r["Actions"][0]["Type"]) for r in rules] == [(["/v1/*"], "forward")]
+
+
+def test_the_http_redirect_access_logs_and_deletion_protection_when_asked(aws):
+    bucket = "kit-logs"
+    aws.s3.create_bucket(Bucket=bucket)
+    settings = {
+        "aws_name": "kept",
+        "aws_load_balancer_http_listener": True,
+        "aws_load_balancer_deletion_protection": True,
+        "aws_load_balancer_access_logs_bucket": bucket,
+    }
+    denied = aws.playbook(**settings)
+    assert denied.rc != 0, denied.output[-3000:]
+    assert said(denied, f'"{bucket}" must be an S3 bucket in us-east-1 whose bucket policy'), denied.output[-3000:]
+    assert aws.groups("kept-") == {}
+    statement = {"Effect": "Allow", "Principal": {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"},
+                 "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/kept/AWSLogs/*"}  # fmt: skip
+    aws.s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [statement]}))
+    run = aws.playbook(**settings)
+    assert run.rc == 0, run.output[-3000:]
+    balancer = aws.elb.describe_load_balancers(Names=["kept"])["LoadBalancers"][0]["LoadBalancerArn"]
+    listeners = {item["Port"]: item for item in aws.elb.describe_listeners(LoadBalancerArn=balancer)["Listeners"]}
     redirect = listeners[80]["DefaultActions"][0]
     assert redirect["Type"] == "redirect" and redirect["RedirectConfig"]["Protocol"] == "HTTPS"
+    attributes = aws.elb.describe_load_balancer_attributes(LoadBalancerArn=balancer)["Attributes"]
+    attributes = {a["Key"]: a["Value"] for a in attributes}
+    assert (attributes["access_logs.s3.enabled"], attributes["access_logs.s3.bucket"]) == ("true", bucket)
+    assert attributes["access_logs.s3.prefix"] == "kept" and attributes["deletion_protection.enabled"] == "true"
+    again = aws.playbook(**settings)
+    assert again.rc == 0 and again.recap("localhost")["changed"] == 0, again.output[-3000:]
+    refused = aws.playbook(playbook="playbooks/aws_teardown.yml", aws_name="kept", aws_teardown_confirm="kept")
+    assert refused.rc != 0 and said(refused, "Load balancer kept has deletion protection on, so nothing was removed")
+    assert "kept" in [b["LoadBalancerName"] for b in aws.elb.describe_load_balancers()["LoadBalancers"]]
 
 
 def test_plain_http_opens_and_serves_port_80_only(aws):
@@ -109,7 +142,8 @@ def test_target_group_and_load_balancer_settings(aws, created):
 def test_instances_are_launched_as_specified(aws, created):
     instances = aws.instances()
     assert len(instances) == 3
-    assert sorted(i["SubnetId"] for i in instances) == sorted([aws.subnets[0], aws.subnets[0], aws.subnets[1]])
+    first, second = aws.private_subnets
+    assert sorted(i["SubnetId"] for i in instances) == sorted([first, first, second])
     for instance in instances:
         assert instance["ImageId"] == awsmock.dlami_ids[("x86_64", "ubuntu-24.04")]
         assert instance["InstanceType"] == "g6e.xlarge"
@@ -120,6 +154,7 @@ def test_instances_are_launched_as_specified(aws, created):
         root = instance["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
         volume = aws.ec2.describe_volumes(VolumeIds=[root])["Volumes"][0]
         assert (volume["Size"], volume["VolumeType"], volume["Encrypted"]) == (300, "gp3", True)
+        assert (volume["Iops"], volume["Throughput"]) == (3000, 500)
 
 
 def test_a_newer_ami_launches_no_second_fleet(aws, created):
@@ -134,9 +169,26 @@ def test_a_newer_ami_launches_no_second_fleet(aws, created):
 def test_fewer_instances_are_refused_unless_scale_in_is_allowed(aws, created):
     run = aws.playbook(aws_instances_count=2)
     assert run.rc != 0 and "the run would terminate 1 there" in run.output, run.output[-3000:]
-    reordered = aws.playbook(aws_instances_count=3, aws_instances_subnet_ids=aws.subnets[::-1])
+    reordered = aws.playbook(aws_instances_count=3, aws_instances_subnet_ids=aws.private_subnets[::-1])
     assert reordered.rc != 0 and "the run would terminate 1 there" in reordered.output, reordered.output[-3000:]
     assert len(aws.instances()) == 3
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"aws_instances_type": "g6e.2xlarge"}, "the run would stop, resize and start each one while it serves"),
+        ({"aws_instances_root_volume_size": 400}, "which apply only to instances launched from now on"),
+        ({"aws_load_balancer_scheme": "internal"}, "AWS cannot change the scheme of a load balancer"),
+    ],
+    ids=["instance type", "root volume", "load balancer scheme"],
+)
+def test_changes_aws_would_not_apply_to_a_running_fleet_are_refused(aws, created, change, message):
+    before = {i["InstanceId"]: (i["InstanceType"], i["State"]["Name"]) for i in aws.instances()}
+    run = aws.playbook(**FLEET | change)
+    assert run.rc != 0 and said(run, message), run.output[-3000:]
+    assert {i["InstanceId"]: (i["InstanceType"], i["State"]["Name"]) for i in aws.instances()} == before
+    assert aws.elb.describe_load_balancers(Names=["inference"])["LoadBalancers"][0]["Scheme"] == "internet-facing"
 
 
 def test_the_aws_ec2_inventory_finds_the_fleet_by_tag(aws, created):
@@ -160,35 +212,76 @@ def plain(value):
     return value["__ansible_unsafe"] if isinstance(value, dict) else value
 
 
+# Each bad input with the message it must get. "<...>" values name subnets the bad_input_runs
+# fixture makes: a second public one in the load balancer's first zone, a private one in a zone
+# the load balancer does not serve and that does not offer g6e (us-east-1e), one in another VPC.
 BAD_INPUTS = [
     ({"aws_vpc_id": ""}, "needs aws_vpc_id"),
     ({"aws_subnet_ids": ["subnet-0123456789abcdef0"]}, "at least two subnets"),
+    ({"aws_subnet_ids": ["<public a>", "<public a 2>"]}, "one subnet per zone"),
+    ({"aws_name": "internal-api"}, 'aws_name "internal-api" names the load balancer and the target group'),
+    ({"aws_name": "a" * 33}, "AWS takes 1 to 32 letters, digits and hyphens"),
     (
         {"aws_load_balancer_certificate_arn": "my-cert"},
         'aws_load_balancer_certificate_arn is "my-cert", not an ACM certificate ARN',
     ),
     ({"aws_load_balancer_certificate_arn": UNKNOWN_CERTIFICATE}, "has no issued certificate"),
+    ({"aws_load_balancer_access_logs_bucket": "no-such-bucket"}, '"no-such-bucket" must be an S3 bucket in us-east-1'),
     ({"aws_network_admin_cidrs": ["0.0.0.0/0"]}, "opens SSH to the whole internet"),
     ({"aws_network_admin_cidrs": ["10.0.0.0/8", "10.1.0.0/16"]}, "10.1.0.0/16 inside 10.0.0.0/8"),
     ({"aws_network_admin_cidrs": ["10.0.0.1/8"]}, "not network ranges in CIDR form"),
     ({"aws_load_balancer_idle_timeout": 60}, "The timeouts do not fit together"),
+    ({"aws_load_balancer_deregistration_delay": 600}, "at least the drain and the longest generation"),
     ({"aws_load_balancer_health_check_timeout": 15}, "must be below"),
     ({"aws_instances_count": 1, "aws_instances_type": "p5.48xlarge"}, '"p5.48xlarge" must be a g6e size'),
     ({"aws_instances_count": 1, "aws_instances_ubuntu_version": "20.04"}, 'ubuntu_version "20.04" one of'),
     ({"aws_instances_count": 1, "aws_instances_image_id": "ami-0123456789abcdef0"}, "is not available in us-east-1"),
     ({"aws_instances_count": 1, "aws_instances_root_volume_size": 1}, "is smaller than the root snapshot of the AMI"),
+    ({"aws_instances_count": 1, "aws_instances_root_volume_throughput": 1000}, "at most a quarter of the IOPS"),
     ({"aws_instances_count": 1, "aws_network_admin_cidrs": []}, "SSH to the instances is closed"),
+    ({"aws_instances_count": 1, "aws_instances_subnet_ids": []}, "aws_instances_subnet_ids is empty"),
+    ({"aws_instances_count": 1, "aws_instances_subnet_ids": ["<public a>"]}, "gives its instances public addresses"),
+    (
+        {"aws_instances_count": 1, "aws_instances_subnet_ids": ["<private e>"]},
+        "where the load balancer has no subnet",
+    ),
+    ({"aws_instances_count": 1, "aws_instances_subnet_ids": ["<private e>"]}, "which does not offer g6e.xlarge"),
+    ({"aws_instances_count": 1, "aws_instances_subnet_ids": ["<other vpc>"]}, "not in the load balancer's vpc-"),
+    ({"aws_instances_count": 1, "aws_instances_key_name": "nokey"}, 'There is no key pair "nokey" in us-east-1'),
     ({"aws_subnet_ids": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]}, "must be subnets of vpc-"),
 ]
 
 
+@pytest.fixture(scope="module")
+def bad_input_runs(aws):
+    """Every bad input's run, four at a time, each under its own aws_name."""
+    other_vpc = aws.ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnets = {
+        "<public a>": aws.subnets[0],
+        "<public a 2>": aws.subnet("10.0.3.0/24", "a", public=True),
+        "<private e>": aws.subnet("10.0.15.0/24", "e"),
+        "<other vpc>": aws.subnet("10.9.1.0/24", "a", vpc=other_vpc),
+    }
+
+    def resolve(value):
+        return [subnets.get(v, v) for v in value] if isinstance(value, list) else value
+
+    def run(extra: dict) -> tuple[str, kit.Run]:
+        name = "bad-" + os.urandom(3).hex()
+        return name, aws.playbook(**{"aws_name": name} | {k: resolve(v) for k, v in extra.items()})
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        runs = list(pool.map(run, (extra for extra, _ in BAD_INPUTS)))
+    return dict(zip((json.dumps(extra) + message for extra, message in BAD_INPUTS), runs, strict=True))
+
+
 @pytest.mark.parametrize(("extra", "message"), BAD_INPUTS, ids=[json.dumps(e) for e, _ in BAD_INPUTS])
-def test_bad_input_fails_before_anything_is_created(aws, extra, message):
-    name = "bad-" + os.urandom(3).hex()
-    run = aws.playbook(**{"aws_name": name, **extra})
-    assert run.rc != 0 and message in run.output, run.output[-3000:]
-    assert aws.groups(name) == {}
-    assert not [g for g in aws.elb.describe_target_groups()["TargetGroups"] if g["TargetGroupName"] == name]
+def test_bad_input_fails_before_anything_is_created(aws, bad_input_runs, extra, message):
+    name, run = bad_input_runs[json.dumps(extra) + message]
+    assert run.rc != 0 and said(run, message), run.output[-3000:]
+    assert aws.groups(name) == {} and aws.groups(extra.get("aws_name", name)) == {}
+    groups = [g["TargetGroupName"] for g in aws.elb.describe_target_groups()["TargetGroups"]]
+    assert name not in groups and extra.get("aws_name", name) not in groups
 
 
 # The end-to-end path with the test host as the fleet's one instance: its gateway is what the
@@ -261,12 +354,50 @@ def test_a_target_that_is_not_ready_is_not_reported_healthy(aws, keys, e2e):
     wait_for(lambda: aws.targets(E2E) == {target: "healthy"}, 60, "the health checks to pass again")
 
 
+# A deregistration delay the test ALB lets pass in 10 s, with timeouts that fit it.
+SHORT_DRAIN = {
+    "aws_load_balancer_deregistration_delay": 30,
+    "inference_gateway_request_timeout": 30,
+    "inference_engine_shutdown_timeout": 30,
+    "aws_load_balancer_idle_timeout": 60,
+    "inference_gateway_keepalive_timeout": 90,
+}
+
+
+def test_scale_in_terminates_the_chosen_instances_only_after_the_load_balancer_is_done_with_them(aws, created):
+    fleet = aws.instances()
+    group = aws.elb.describe_target_groups(Names=["inference"])["TargetGroups"][0]["TargetGroupArn"]
+    targets = [{"Id": i["InstanceId"], "Port": port} for i in fleet for port in (8000, 8001)]
+    aws.elb.register_targets(TargetGroupArn=group, Targets=targets)
+    wait_for(lambda: set(aws.targets("inference").values()) == {"healthy"}, 60, "the targets to be healthy")
+    # Two subnets, two instances: the first subnet's newer instance goes.
+    first_subnet = [i for i in fleet if i["SubnetId"] == aws.private_subnets[0]]
+    leaving = max(first_subnet, key=lambda i: (i["LaunchTime"], i["InstanceId"]))["InstanceId"]
+    events = len(aws.target_events())
+    run = aws.playbook(aws_instances_count=2, aws_instances_allow_scale_in=True, **SHORT_DRAIN)
+    assert run.rc == 0, run.output[-3000:]
+    assert said(run, f"Scale-in: {leaving} leave the load balancer, then terminate.")
+    assert sorted(i["InstanceId"] for i in aws.instances()) == sorted(
+        i["InstanceId"] for i in fleet if i["InstanceId"] != leaving
+    )
+    happened = aws.target_events(events)
+    for port in (8000, 8001):
+        target = f"{leaving}:{port}"
+        drained = happened.index((target, "healthy", "draining"))
+        done = happened.index((target, "draining", "unused"))
+        assert drained < done < happened.index((leaving, "running", "terminated")), happened
+    assert set(aws.targets("inference").values()) == {"healthy"} and len(aws.targets("inference")) == 4
+    again = aws.playbook(aws_instances_count=2, aws_instances_allow_scale_in=True, **SHORT_DRAIN)
+    assert again.rc == 0 and again.recap("localhost")["changed"] == 0, again.output[-3000:]
+
+
 def test_teardown_removes_what_the_kit_created_and_only_that(aws, created):
     stranger = aws.run_instance()
     other = aws.ec2.create_security_group(GroupName="inference-alb-copy", Description="not the kit's", VpcId=aws.vpc)
+    fleet = {i["InstanceId"] for i in aws.instances()}
     refused = aws.playbook(playbook="playbooks/aws_teardown.yml")
     assert refused.rc != 0 and "-e aws_teardown_confirm=inference" in refused.output
-    assert len(aws.instances()) == 3
+    assert {i["InstanceId"] for i in aws.instances()} == fleet
     run = aws.playbook(playbook="playbooks/aws_teardown.yml", aws_teardown_confirm="inference")
     assert run.rc == 0, run.output[-3000:]
     assert aws.instances() == [] and list(aws.groups("inference-")) == ["inference-alb-copy"]
