@@ -318,15 +318,32 @@ def test_the_load_balancer_role_keeps_the_registered_targets(aws, e2e):
     assert aws.targets(E2E) == {f"{instance}:{kit.GATEWAY_PORT}": "healthy"}
 
 
-def test_a_host_that_left_the_inventory_is_deregistered(aws, keys, e2e):
+def test_hosts_that_left_the_inventory_are_deregistered_unless_most_of_the_fleet_would_go(aws, keys, e2e):
+    """An inventory that lost hosts (a failed source, another region) looks like hosts that left."""
     instance, settings, _ = e2e
-    former = aws.run_instance()
+    former = [aws.run_instance() for _ in range(2)]
     group = aws.elb.describe_target_groups(Names=[E2E])["TargetGroups"][0]["TargetGroupArn"]
-    aws.elb.register_targets(TargetGroupArn=group, Targets=[{"Id": former, "Port": kit.GATEWAY_PORT}])
-    assert f"{former}:{kit.GATEWAY_PORT}" in aws.targets(E2E)
-    run = aws.playbook(playbook="playbooks/register.yml", secrets=keys["file"], **settings)
+    aws.elb.register_targets(TargetGroupArn=group, Targets=[{"Id": i, "Port": kit.GATEWAY_PORT} for i in former])
+    gone = {f"{i}:{kit.GATEWAY_PORT}" for i in former}
+    register = {"playbook": "playbooks/register.yml", "secrets": keys["file"]}
+    refused = aws.playbook(**register, **settings)
+    assert refused.rc != 0, refused.output[-3000:]
+    assert said(refused, "Registration would deregister 2 of the 3 instances the target group routes to")
+    assert gone <= set(aws.targets(E2E)) and "draining" not in aws.targets(E2E).values()
+    run = aws.playbook(**register, **settings, aws_targets_deregister_max_percent=100)
     assert run.rc == 0, run.output[-3000:]
-    assert aws.targets(E2E) == {f"{instance}:{kit.GATEWAY_PORT}": "healthy"}
+    # Deregistered targets drain for the deregistration delay, as on AWS.
+    assert aws.targets(E2E) == {f"{instance}:{kit.GATEWAY_PORT}": "healthy"} | dict.fromkeys(gone, "draining")
+
+
+def test_site_refuses_to_serve_when_the_inventory_misses_the_instances_it_runs(aws, keys, host):
+    """The local inventory has test host 1 only: the instance site.yml launches is not in it."""
+    settings = {"aws_name": "lost", "aws_enabled": True, "aws_instances_count": 1}
+    run = aws.playbook(playbook="site.yml", secrets=keys["file"], **settings)
+    assert run.rc != 0, run.output[-3000:]
+    (launched,) = [i["InstanceId"] for i in aws.instances("lost")]
+    assert said(run, f'{launched} run for lost in us-east-1, but the inventory\'s "inference" group does not')
+    assert "PLAY [Preflight" not in run.output
 
 
 def test_registration_without_an_instance_id_or_target_group_says_what_to_do(aws, keys, e2e):
