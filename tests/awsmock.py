@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+from moto import settings as moto_settings
 from moto.elbv2 import exceptions as elbv2_exceptions
 from moto.elbv2 import models as elbv2_models
 from moto.server import ThreadedMotoServer
@@ -392,9 +394,7 @@ def publish_dlami(endpoint: str, system: str = "ubuntu-24.04", arch: str = "x86_
     import boto3
     from moto.core import DEFAULT_ACCOUNT_ID
 
-    ec2 = boto3.client(
-        "ec2", region_name=REGION, endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing"
-    )
+    ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=endpoint, **ADMIN)
     image_id = ec2.copy_image(Name=f"DLAMI {system} {arch} (newer)", SourceImageId=dlami_ids[(arch, system)],
                               SourceRegion=REGION)["ImageId"]  # fmt: skip
     name = DLAMI_PATH.format(arch=arch, os=system)
@@ -411,6 +411,38 @@ def publish_dlami(endpoint: str, system: str = "ubuntu-24.04", arch: str = "x86_
     return image_id
 
 
+def _patch_iam_recording() -> None:
+    """Every action moto authorizes, by access key, into called_actions."""
+    from moto.iam import access_control
+
+    for request_class in (access_control.IAMRequest, access_control.S3IAMRequest):
+        original = request_class.check_action_permitted
+
+        def check(self, resource, original=original):
+            called_actions.setdefault(self._access_key.access_key_id, set()).add(self._action)
+            return original(self, resource)
+
+        request_class.check_action_permitted = check
+
+
+# The control node's policy the kit ships: the tests' playbooks run as a user holding only it.
+CONTROL_NODE_POLICY = kit.REPO / "docs/aws-iam/control-node-policy.json"
+# access key id -> IAM actions the test server authorized for it.
+called_actions: dict[str, set[str]] = {}
+# Credentials with every permission, for the tests' own calls once IAM is enforced.
+ADMIN = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def iam_user(endpoint: str, name: str, policy: dict) -> dict[str, str]:
+    """A user holding POLICY alone (made before IAM is enforced); its credentials as boto3 takes them."""
+    iam = boto3.client("iam", region_name=REGION, endpoint_url=endpoint, **ADMIN)
+    name = f"{name}-{os.urandom(3).hex()}"  # the server's state outlives it in this process
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+
+
 def free_port() -> int:
     with contextlib.closing(socket.socket()) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -424,6 +456,7 @@ def start(port: int | None = None) -> tuple[ThreadedMotoServer, str]:
     _patch_volumes()
     _patch_dlami_parameters()
     _patch_targets()
+    _patch_iam_recording()
     port = port or free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -435,12 +468,12 @@ def start(port: int | None = None) -> tuple[ThreadedMotoServer, str]:
     return server, endpoint
 
 
-def client_env(endpoint: str) -> dict[str, str]:
-    """What the kit's AWS code needs to talk to this server (dummy credentials, one region)."""
+def client_env(endpoint: str, credentials: dict[str, str]) -> dict[str, str]:
+    """What the kit's AWS code needs to talk to this server (CREDENTIALS, one region)."""
     return {
         "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_ACCESS_KEY_ID": credentials["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": credentials["aws_secret_access_key"],
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
     }
@@ -461,10 +494,19 @@ class Aws:
         global ALB_TIME_SCALE, DRAIN_TIME_SCALE
         ALB_TIME_SCALE = alb_time_scale
         DRAIN_TIME_SCALE = alb_time_scale if drain_time_scale is None else drain_time_scale
+        moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")  # setting up, as the account's owner
         self.server, self.endpoint = start()
-        self.env = client_env(self.endpoint)
         options = {"region_name": REGION, "endpoint_url": self.endpoint}
-        options |= {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+        global ADMIN
+        ADMIN = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+        everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        ADMIN = iam_user(self.endpoint, "kit-test-admin", everything)
+        options |= ADMIN
+        # The kit's playbooks run as a user holding only the policy the kit ships.
+        policy = json.loads(CONTROL_NODE_POLICY.read_text())
+        self.credentials = iam_user(self.endpoint, "kit-control-node", policy)
+        self.env = client_env(self.endpoint, self.credentials)
+        moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # from here on, every call is authorized as on AWS
         self.ec2 = boto3.client("ec2", **options)
         self.elb = boto3.client("elbv2", **options)
         self.vpc = self.ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -510,9 +552,16 @@ class Aws:
         } | extra
 
     def playbook(
-        self, *args: str, playbook: str = "playbooks/aws.yml", secrets: Path | None = None, inventory=None, **extra
+        self,
+        *args: str,
+        playbook: str = "playbooks/aws.yml",
+        secrets: Path | None = None,
+        inventory=None,
+        credentials: dict | None = None,
+        **extra,
     ):
-        env = kit.ansible_env() | self.env
+        """Run PLAYBOOK as the control node's user (or with CREDENTIALS)."""
+        env = kit.ansible_env() | self.env | (client_env(self.endpoint, credentials) if credentials else {})
         hosts = ["-i", str(inventory)] if inventory else kit.inventory_args()
         cmd = [str(Path(sys.executable).parent / "ansible-playbook"), *hosts, playbook]
         cmd += ["-e", f"@{secrets}"] if secrets else []
@@ -538,6 +587,10 @@ class Aws:
         image = dlami_ids[("x86_64", "ubuntu-24.04")]
         found = self.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=self.private_subnets[0])
         return found["Instances"][0]["InstanceId"]
+
+    def called(self) -> set[str]:
+        """The IAM actions the kit's playbooks called so far."""
+        return called_actions.get(self.credentials["aws_access_key_id"], set())
 
     def target_events(self, since: int = 0) -> list[tuple[str, str, str]]:
         """(target, from state, to state) of every change after the first SINCE."""
