@@ -419,7 +419,7 @@ def _patch_iam_recording() -> None:
         original = request_class.check_action_permitted
 
         def check(self, resource, original=original):
-            called_actions.setdefault(self._access_key.access_key_id, set()).add(self._action)
+            called_actions.setdefault(self._access_key._access_key_id, set()).add(self._action)
             return original(self, resource)
 
         request_class.check_action_permitted = check

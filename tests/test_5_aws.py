@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import awsmock
+import boto3
 import pytest
 from traffic import wait_for
 
@@ -191,6 +195,36 @@ def test_changes_aws_would_not_apply_to_a_running_fleet_are_refused(aws, created
     assert aws.elb.describe_load_balancers(Names=["inference"])["LoadBalancers"][0]["Scheme"] == "internet-facing"
 
 
+def test_hosts_reached_through_session_manager_get_no_ssh_and_the_ssm_inventory_names_them_by_id(aws):
+    iam = boto3.client("iam", region_name=awsmock.REGION, endpoint_url=aws.endpoint, **awsmock.ADMIN)
+    iam.create_role(RoleName="kit-hosts", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}))  # fmt: skip
+    iam.create_instance_profile(InstanceProfileName="kit-hosts")
+    iam.add_role_to_instance_profile(InstanceProfileName="kit-hosts", RoleName="kit-hosts")
+    aws.s3.create_bucket(Bucket="kit-ssm")
+    settings = {
+        "aws_name": "viassm",
+        "aws_instances_count": 1,
+        "aws_instances_connection": "ssm",
+        "aws_instances_instance_profile": "kit-hosts",
+        "aws_ssm_bucket": "kit-ssm",
+        "aws_network_admin_cidrs": [],
+    }
+    run = aws.playbook(**settings)
+    assert run.rc == 0, run.output[-3000:]
+    assert [(p["FromPort"], p["ToPort"]) for p in aws.groups("viassm-")["viassm-hosts"]["IpPermissions"]] == [
+        (8000, 8007)
+    ]
+    (instance,) = aws.instances("viassm")
+    assert instance["IamInstanceProfile"]["Arn"].endswith("/kit-hosts")
+    env = kit.ansible_env() | aws.env | {"INFERENCE_KIT_FLEET": "viassm"}
+    command = [str(Path(sys.executable).parent / "ansible-inventory"), "-i", "inventory/ssm", "--host"]
+    host = subprocess.run([*command, instance["InstanceId"]], cwd=kit.REPO, env=env, capture_output=True, text=True)
+    assert host.returncode == 0, host.stderr
+    hostvars = json.loads(host.stdout)
+    assert plain(hostvars["ansible_connection"]) == "amazon.aws.aws_ssm", hostvars
+
+
 def test_the_aws_ec2_inventory_finds_the_fleet_by_tag(aws, created):
     stranger = aws.run_instance()
     inventory = aws.inventory()
@@ -249,6 +283,17 @@ BAD_INPUTS = [
     ({"aws_instances_count": 1, "aws_instances_subnet_ids": ["<other vpc>"]}, "not in the load balancer's vpc-"),
     ({"aws_instances_count": 1, "aws_instances_key_name": "nokey"}, 'There is no key pair "nokey" in us-east-1'),
     ({"aws_subnet_ids": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]}, "must be subnets of vpc-"),
+    ({"aws_instances_count": 1, "aws_instances_connection": "telnet"}, 'aws_instances_connection is "telnet"'),
+    ({"aws_instances_count": 1, "aws_instances_connection": "ssm"}, "ssm needs aws_instances_instance_profile"),
+    (
+        {
+            "aws_instances_count": 1,
+            "aws_instances_connection": "ssm",
+            "aws_instances_instance_profile": "kit-hosts",
+            "aws_ssm_bucket": "<versioned bucket>",
+        },  # fmt: skip
+        "must be an S3 bucket in us-east-1 without versioning",
+    ),
 ]
 
 
@@ -263,8 +308,12 @@ def bad_input_runs(aws):
         "<other vpc>": aws.subnet("10.9.1.0/24", "a", vpc=other_vpc),
     }
 
+    aws.s3.create_bucket(Bucket="kit-ssm-versioned")
+    aws.s3.put_bucket_versioning(Bucket="kit-ssm-versioned", VersioningConfiguration={"Status": "Enabled"})
+    subnets["<versioned bucket>"] = "kit-ssm-versioned"
+
     def resolve(value):
-        return [subnets.get(v, v) for v in value] if isinstance(value, list) else value
+        return [subnets.get(v, v) for v in value] if isinstance(value, list) else subnets.get(value, value)
 
     def run(extra: dict) -> tuple[str, kit.Run]:
         name = "bad-" + os.urandom(3).hex()
