@@ -195,6 +195,47 @@ def test_changes_aws_would_not_apply_to_a_running_fleet_are_refused(aws, created
     assert aws.elb.describe_load_balancers(Names=["inference"])["LoadBalancers"][0]["Scheme"] == "internet-facing"
 
 
+# Settings a serving fleet may change in place: the rules' ranges, the TLS policy, the health
+# checks and the tags.
+CHANGED = {
+    "aws_network_client_cidrs": ["198.51.100.0/24"],
+    "aws_network_admin_cidrs": ["192.0.2.0/24"],
+    "aws_load_balancer_ssl_policy": "ELBSecurityPolicy-TLS13-1-2-2021-06",
+    "aws_load_balancer_health_check_interval": 30,
+    "aws_tags": {"Project": "inference-kit", "Team": "ml-platform"},
+}
+
+
+def test_changed_settings_are_applied_to_the_running_fleet_in_place_and_back(aws, created):
+    before = {i["InstanceId"] for i in aws.instances()}
+    run = aws.playbook(**FLEET | CHANGED)
+    assert run.rc == 0 and run.recap("localhost")["changed"] > 0, run.output[-3000:]
+    assert applied(aws) == (["198.51.100.0/24"], ["192.0.2.0/24"], "ELBSecurityPolicy-TLS13-1-2-2021-06", 30, True)
+    back = aws.playbook(**FLEET)
+    assert back.rc == 0 and back.recap("localhost")["changed"] > 0, back.output[-3000:]
+    assert applied(aws) == (CLIENT_CIDRS, ADMIN_CIDRS, "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09", 15, False)
+    assert {i["InstanceId"] for i in aws.instances()} == before
+
+
+def applied(aws) -> tuple:
+    """The fleet's client and SSH ranges, TLS policy, health-check interval, and whether every
+    resource carries the Team tag."""
+    groups = aws.groups("inference-")
+    clients = [r["CidrIp"] for p in groups["inference-alb"]["IpPermissions"] for r in p["IpRanges"]]
+    host_rules = groups["inference-hosts"]["IpPermissions"]
+    ssh = [r["CidrIp"] for p in host_rules if p["FromPort"] == 22 for r in p["IpRanges"]]
+    balancer = aws.elb.describe_load_balancers(Names=["inference"])["LoadBalancers"][0]["LoadBalancerArn"]
+    listener = aws.elb.describe_listeners(LoadBalancerArn=balancer)["Listeners"][0]
+    group = aws.elb.describe_target_groups(Names=["inference"])["TargetGroups"][0]
+    tags = [{t["Key"] for t in i["Tags"]} for i in aws.instances()]
+    tags += [{t["Key"] for t in g.get("Tags", [])} for g in groups.values()]
+    arns = [balancer, group["TargetGroupArn"]]
+    tags += [{t["Key"] for t in d["Tags"]} for d in aws.elb.describe_tags(ResourceArns=arns)["TagDescriptions"]]
+    tagged = {"Team" in keys for keys in tags}
+    assert len(tagged) == 1, tags
+    return clients, ssh, listener["SslPolicy"], group["HealthCheckIntervalSeconds"], tagged.pop()
+
+
 def test_hosts_reached_through_session_manager_get_no_ssh_and_the_ssm_inventory_names_them_by_id(aws):
     iam = boto3.client("iam", region_name=awsmock.REGION, endpoint_url=aws.endpoint, **awsmock.ADMIN)
     iam.create_role(RoleName="kit-hosts", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
@@ -485,6 +526,33 @@ def test_teardown_removes_what_the_kit_created_and_only_that(aws, created, tmp_p
     assert other["GroupId"] in [g["GroupId"] for g in aws.ec2.describe_security_groups()["SecurityGroups"]]
     again = aws.playbook(playbook="playbooks/aws_teardown.yml", aws_teardown_confirm="inference")
     assert again.rc == 0 and again.recap("localhost")["changed"] == 0, again.output[-3000:]
+
+
+# Actions AWS checks inside another call, which the test server never asks about: iam:PassRole
+# (RunInstances with an instance profile).
+NOT_ASKED_HERE = {"iam:PassRole"}
+
+
+def test_the_control_node_policy_holds_exactly_the_actions_the_kit_called(aws, request):
+    """Runs last, after every other test of this file ran as the policy's user: an action the policy
+    lacks failed a test there; one the kit never called fails here."""
+    options = request.config.option
+    if options.keyword or options.markexpr or any("::" in arg for arg in request.config.args):
+        pytest.skip("compares with what the whole file called")
+    policy = json.loads(awsmock.CONTROL_NODE_POLICY.read_text())
+    allowed = {action for statement in policy["Statement"] for action in always_list(statement["Action"])}
+    assert aws.called() == allowed - NOT_ASKED_HERE, sorted(aws.called())
+
+
+def test_a_policy_without_one_action_the_kit_calls_fails_with_the_missing_permission(aws):
+    policy = awsmock.actions_only(json.loads(awsmock.CONTROL_NODE_POLICY.read_text()))
+    for statement in policy["Statement"]:
+        statement["Action"] = [a for a in always_list(statement["Action"]) if a != "ec2:DescribeInstanceTypeOfferings"]
+    short = awsmock.iam_user(aws.endpoint, "kit-short", policy)
+    run = aws.playbook(aws_name="short", aws_instances_count=1, credentials=short)
+    assert run.rc != 0, run.output[-3000:]
+    assert said(run, "ec2:DescribeInstanceTypeOfferings"), run.output[-3000:]
+    assert aws.groups("short-") == {}
 
 
 def known_hosts(path, addresses) -> None:
