@@ -236,8 +236,21 @@ def red_png(path: Path, size: int = 56) -> Path:
     return path
 
 
+def file_times(reports) -> list[str]:
+    """Minutes per test file from pytest's JUnit XML REPORTS (missing ones skipped)."""
+    import xml.etree.ElementTree as ET
+
+    seconds: dict[str, float] = {}
+    for report in (r for r in reports if r.exists()):
+        for case in ET.parse(report).iter("testcase"):
+            name = case.get("classname", "").replace(".", "/") + ".py"
+            seconds[name] = seconds.get(name, 0.0) + float(case.get("time", 0))
+    return [f"{minutes:6.1f}  {name}" for name, minutes in ((n, s / 60) for n, s in sorted(seconds.items()))]
+
+
 def main(argv: list[str]) -> int:
-    """CLI for scripts/demo.sh and tests/run.sh: prepare | models | client-key | image PATH | down."""
+    """CLI for scripts/demo.sh and tests/run.sh: prepare | models | client-key | image PATH | down |
+    file-times JUNIT_XML..."""
     command = argv[0] if argv else ""
     if command == "models":  # the tiny models (and the engine venv that makes them)
         print(models())
@@ -251,6 +264,9 @@ def main(argv: list[str]) -> int:
         print(red_png(Path(argv[1])))
     elif command == "down":
         testhosts.remove_host(HOST)
+    elif command == "file-times":
+        for line in file_times(map(Path, argv[1:])):
+            print(line)
     else:
         print(main.__doc__, file=sys.stderr)
         return 2

@@ -23,14 +23,18 @@ done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 day2=tests/test_6_operations.py
-pytest -p no:cacheprovider --durations=10 --basetemp="$work/day2" "$day2" "$@" >"$work/day2.log" 2>&1 &
+pytest -p no:cacheprovider --durations=10 --junitxml="$work/day2.xml" --basetemp="$work/day2" "$day2" "$@" \
+    >"$work/day2.log" 2>&1 &
 day2_pid=$!
 status=0
-pytest -p no:cacheprovider --durations=10 --basetemp="$work/others" --ignore="$day2" tests/ "$@" || status=$?
+pytest -p no:cacheprovider --durations=10 --junitxml="$work/others.xml" --basetemp="$work/others" --ignore="$day2" \
+    tests/ "$@" || status=$?
 day2_status=0
 wait "$day2_pid" || day2_status=$?
 echo "=============================== $day2 (exit $day2_status)"
 cat "$work/day2.log"
+echo "=============================== minutes per file (setup included; the two lanes overlap)"
+python tests/kit.py file-times "$work/others.xml" "$work/day2.xml"
 for rc in "$status" "$day2_status"; do
     ((rc == 0 || rc == 5)) || exit 1  # 5: -k selected nothing in that half
 done
