@@ -116,7 +116,7 @@ def _patch_volumes() -> None:
 def _patch_load_balancer_rules() -> None:
     """What AWS refuses and moto allows: deleting a load balancer under deletion protection, and
     turning access logs on for a bucket that does not exist or whose policy does not let the
-    load balancer write."""
+    load balancer write. And what AWS returns and moto does not: the actions' Order."""
     from moto.s3.models import s3_backends
 
     backend_class = elbv2_models.ELBv2Backend
@@ -144,6 +144,15 @@ def _patch_load_balancer_rules() -> None:
 
     backend_class.delete_load_balancer = delete_load_balancer
     backend_class.modify_load_balancer_attributes = modify_load_balancer_attributes
+
+    # AWS numbers a listener's or rule's actions: a single action given without Order comes back
+    # with Order 1 (amazon.aws compares rule actions whole, so a rule without it changes every run).
+    action_init = elbv2_models.FakeAction.__init__
+
+    def numbered_action(self, data):
+        action_init(self, {"Order": 1} | data)
+
+    elbv2_models.FakeAction.__init__ = numbered_action
 
 
 def _patch_dlami_parameters() -> None:

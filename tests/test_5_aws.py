@@ -114,7 +114,7 @@ def test_the_http_redirect_access_logs_and_deletion_protection_when_asked(aws):
     assert "kept" in [b["LoadBalancerName"] for b in aws.elb.describe_load_balancers()["LoadBalancers"]]
 
 
-def test_plain_http_opens_and_serves_port_80_only(aws):
+def test_plain_http_serves_port_80_only_until_https_redirects_it(aws):
     run = aws.playbook(aws_name="plain", aws_load_balancer_plain_http=True, aws_load_balancer_certificate_arn="")
     assert run.rc == 0, run.output[-3000:]
     assert [(p["FromPort"], p["ToPort"]) for p in aws.groups("plain-")["plain-alb"]["IpPermissions"]] == [(80, 80)]
@@ -123,6 +123,12 @@ def test_plain_http_opens_and_serves_port_80_only(aws):
     assert [(listener["Port"], listener["Protocol"]) for listener in listeners] == [(80, "HTTP")]
     rules = [r for r in aws.elb.describe_rules(ListenerArn=listeners[0]["ListenerArn"])["Rules"] if not r["IsDefault"]]
     assert [(r["Conditions"][0]["Values"], r["Actions"][0]["Type"]) for r in rules] == [(["/v1/*"], "forward")]
+    # Then HTTPS with port 80 redirecting: the API is no longer served in plain text there.
+    https = aws.playbook(aws_name="plain", aws_load_balancer_http_listener=True)
+    assert https.rc == 0, https.output[-3000:]
+    listeners = {item["Port"]: item for item in aws.elb.describe_listeners(LoadBalancerArn=balancer)["Listeners"]}
+    assert listeners[80]["DefaultActions"][0]["Type"] == "redirect" and listeners[443]["Protocol"] == "HTTPS"
+    assert [r["IsDefault"] for r in aws.elb.describe_rules(ListenerArn=listeners[80]["ListenerArn"])["Rules"]] == [True]
 
 
 def test_target_group_and_load_balancer_settings(aws, created):
@@ -208,13 +214,31 @@ CHANGED = {
 
 def test_changed_settings_are_applied_to_the_running_fleet_in_place_and_back(aws, created):
     before = {i["InstanceId"] for i in aws.instances()}
-    run = aws.playbook(**FLEET | CHANGED)
+    third_zone = aws.subnet("10.0.4.0/24", "c", public=True)
+    run = aws.playbook(**FLEET | CHANGED | {"aws_subnet_ids": [*aws.subnets, third_zone]})
     assert run.rc == 0 and run.recap("localhost")["changed"] > 0, run.output[-3000:]
     assert applied(aws) == (["198.51.100.0/24"], ["192.0.2.0/24"], "ELBSecurityPolicy-TLS13-1-2-2021-06", 30, True)
+    assert third_zone in balancer_subnets(aws)
     back = aws.playbook(**FLEET)
     assert back.rc == 0 and back.recap("localhost")["changed"] > 0, back.output[-3000:]
     assert applied(aws) == (CLIENT_CIDRS, ADMIN_CIDRS, "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09", 15, False)
+    assert balancer_subnets(aws) == set(aws.subnets)
     assert {i["InstanceId"] for i in aws.instances()} == before
+
+
+def test_an_instance_stopped_by_hand_is_started_again(aws, created):
+    stopped = aws.instances()[0]["InstanceId"]
+    aws.ec2.stop_instances(InstanceIds=[stopped])
+    aws.ec2.get_waiter("instance_stopped").wait(InstanceIds=[stopped], WaiterConfig={"Delay": 1})
+    run = aws.playbook(**FLEET)
+    assert run.rc == 0, run.output[-3000:]
+    state = aws.ec2.describe_instances(InstanceIds=[stopped])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert state in ("pending", "running") and len(aws.instances()) == 3
+
+
+def balancer_subnets(aws) -> set[str]:
+    balancer = aws.elb.describe_load_balancers(Names=["inference"])["LoadBalancers"][0]
+    return {zone["SubnetId"] for zone in balancer["AvailabilityZones"]}
 
 
 def applied(aws) -> tuple:
