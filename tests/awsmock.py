@@ -438,6 +438,41 @@ def _patch_iam_recording() -> None:
 CONTROL_NODE_POLICY = kit.REPO / "docs/aws-iam/control-node-policy.json"
 # access key id -> IAM actions the test server authorized for it.
 called_actions: dict[str, set[str]] = {}
+
+
+# What each AWS test file's playbooks called, for the test that compares the policy with all of
+# it. tests/run.sh runs the files in two lanes (two processes): they meet in KIT_RUN_DIR.
+calls_by_file: dict[str, set[str]] = {}
+
+
+def ran_in_full(config) -> bool:
+    """Whether pytest runs whole files (no -k, -m or ::test selection)."""
+    options = config.option
+    return not (options.keyword or options.markexpr or any("::" in arg for arg in config.args))
+
+
+def save_calls(file: str, actions: set[str]) -> None:
+    calls_by_file[file] = set(actions)
+    if run_dir := os.environ.get("KIT_RUN_DIR"):
+        (Path(run_dir) / f"aws-calls-{file}.json").write_text(json.dumps(sorted(actions)))
+
+
+def saved_calls(file: str, timeout: float = 1800) -> set[str] | None:
+    """FILE's calls from this process, or from the other lane (waiting for it up to TIMEOUT s);
+    None when FILE does not run in this test run."""
+    if file in calls_by_file:
+        return calls_by_file[file]
+    if not (run_dir := os.environ.get("KIT_RUN_DIR")):
+        return None
+    path = Path(run_dir) / f"aws-calls-{file}.json"
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{file} recorded no calls in {timeout} s (it runs in the other lane)")
+        time.sleep(10)
+    return set(json.loads(path.read_text()))
+
+
 # Credentials with every permission, for the tests' own calls once IAM is enforced.
 ADMIN = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
@@ -445,8 +480,15 @@ ADMIN = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 def actions_only(policy: dict) -> dict:
     """POLICY as this server can check it. moto asks about every call with the resource "*" and
     knows no condition key (an unmet Condition denies), so Resource and Condition are left out;
-    test_0 checks them against AWS's definitions with parliament."""
-    statements = [{"Effect": s["Effect"], "Action": s["Action"], "Resource": "*"} for s in policy["Statement"]]
+    test_0 checks them against AWS's definitions with parliament. Each Action becomes a list."""
+    statements = [
+        {
+            "Effect": s["Effect"],
+            "Action": s["Action"] if isinstance(s["Action"], list) else [s["Action"]],
+            "Resource": "*",
+        }
+        for s in policy["Statement"]
+    ]
     return {"Version": policy["Version"], "Statement": statements}
 
 

@@ -192,6 +192,10 @@ class Run:
         assert match, f"no recap for {host} in:\n{self.output[-3000:]}"
         return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
 
+    def said(self, text: str) -> bool:
+        """TEXT is in the output, however the output wrapped it."""
+        return " ".join(text.split()) in " ".join(self.output.split())
+
 
 def playbook(
     *args: str, secrets_file: Path | None = None, cwd: Path = REPO, quiet: bool = False, inventory: Path | None = None

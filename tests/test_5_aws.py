@@ -1,4 +1,6 @@
-"""The AWS side against the test AWS server (moto on 127.0.0.1, gaps filled in tests/awsmock.py)."""
+"""The AWS side against the test AWS server (moto on 127.0.0.1, gaps filled in tests/awsmock.py),
+without a host: what aws.yml creates, changes, refuses and tears down. Registration and site.yml
+with the test host as the fleet's instance: tests/test_5_aws_registration.py."""
 
 from __future__ import annotations
 
@@ -20,10 +22,12 @@ CLIENT_CIDRS, ADMIN_CIDRS, UNKNOWN_CERTIFICATE = awsmock.CLIENT_CIDRS, awsmock.A
 
 
 @pytest.fixture(scope="module")
-def aws():
+def aws(request):
     environment = awsmock.Aws()
     yield environment
     environment.server.stop()
+    if awsmock.ran_in_full(request.config):  # for the policy test, in tests/test_5_aws_registration.py
+        awsmock.save_calls("test_5_aws", environment.called())
 
 
 FLEET = {"aws_instances_count": 3}
@@ -92,7 +96,7 @@ def test_the_http_redirect_access_logs_and_deletion_protection_when_asked(aws):
     }
     denied = aws.playbook(**settings)
     assert denied.rc != 0, denied.output[-3000:]
-    assert said(denied, f'"{bucket}" must be an S3 bucket in us-east-1 whose bucket policy'), denied.output[-3000:]
+    assert denied.said(f'"{bucket}" must be an S3 bucket in us-east-1 whose bucket policy'), denied.output[-3000:]
     assert aws.groups("kept-") == {}
     statement = {"Effect": "Allow", "Principal": {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"},
                  "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/kept/AWSLogs/*"}  # fmt: skip
@@ -110,7 +114,7 @@ def test_the_http_redirect_access_logs_and_deletion_protection_when_asked(aws):
     again = aws.playbook(**settings)
     assert again.rc == 0 and again.recap("localhost")["changed"] == 0, again.output[-3000:]
     refused = aws.playbook(playbook="playbooks/aws_teardown.yml", aws_name="kept", aws_teardown_confirm="kept")
-    assert refused.rc != 0 and said(refused, "Load balancer kept has deletion protection on, so nothing was removed")
+    assert refused.rc != 0 and refused.said("Load balancer kept has deletion protection on, so nothing was removed")
     assert "kept" in [b["LoadBalancerName"] for b in aws.elb.describe_load_balancers()["LoadBalancers"]]
 
 
@@ -196,7 +200,7 @@ def test_fewer_instances_are_refused_unless_scale_in_is_allowed(aws, created):
 def test_changes_aws_would_not_apply_to_a_running_fleet_are_refused(aws, created, change, message):
     before = {i["InstanceId"]: (i["InstanceType"], i["State"]["Name"]) for i in aws.instances()}
     run = aws.playbook(**FLEET | change)
-    assert run.rc != 0 and said(run, message), run.output[-3000:]
+    assert run.rc != 0 and run.said(message), run.output[-3000:]
     assert {i["InstanceId"]: (i["InstanceType"], i["State"]["Name"]) for i in aws.instances()} == before
     assert aws.elb.describe_load_balancers(Names=["inference"])["LoadBalancers"][0]["Scheme"] == "internet-facing"
 
@@ -301,11 +305,6 @@ def test_the_aws_ec2_inventory_finds_the_fleet_by_tag(aws, created):
     assert stranger not in [plain(hostvars[host]["instance_id"]) for host in hostvars]
 
 
-def said(run: kit.Run, text: str) -> bool:
-    """TEXT is in the run's output, however the output wrapped it."""
-    return " ".join(text.split()) in " ".join(run.output.split())
-
-
 def plain(value):
     """A string from ansible-inventory's JSON, which wraps untrusted strings as {"__ansible_unsafe": ...}."""
     return value["__ansible_unsafe"] if isinstance(value, dict) else value
@@ -392,98 +391,10 @@ def bad_input_runs(aws):
 @pytest.mark.parametrize(("extra", "message"), BAD_INPUTS, ids=[json.dumps(e) for e, _ in BAD_INPUTS])
 def test_bad_input_fails_before_anything_is_created(aws, bad_input_runs, extra, message):
     name, run = bad_input_runs[json.dumps(extra) + message]
-    assert run.rc != 0 and said(run, message), run.output[-3000:]
+    assert run.rc != 0 and run.said(message), run.output[-3000:]
     assert aws.groups(name) == {} and aws.groups(extra.get("aws_name", name)) == {}
     groups = [g["TargetGroupName"] for g in aws.elb.describe_target_groups()["TargetGroups"]]
     assert name not in groups and extra.get("aws_name", name) not in groups
-
-
-# The end-to-end path with the test host as the fleet's one instance: its gateway is what the
-# test server's health checks probe (tests/awsmock.py), as an ALB would.
-E2E = "e2e"
-
-
-@pytest.fixture(scope="module")
-def e2e(aws, host, keys):
-    instance = aws.run_instance()
-    awsmock.probe_targets[f"{instance}:{kit.GATEWAY_PORT}"] = f"http://127.0.0.1:{kit.PUBLISHED_GATEWAY_PORT}"
-    settings = {"aws_name": E2E, "aws_enabled": True, "instance_id": instance}
-    run = aws.playbook(playbook="site.yml", secrets=keys["file"], **settings)
-    assert run.rc == 0, run.output[-4000:]
-    return instance, settings, run
-
-
-def test_site_runs_infrastructure_hosts_and_registration_end_to_end(aws, keys, e2e):
-    instance, settings, first = e2e
-    assert aws.targets(E2E) == {f"{instance}:{kit.GATEWAY_PORT}": "healthy"}
-    again = aws.playbook(playbook="site.yml", secrets=keys["file"], **settings)
-    assert again.rc == 0, again.output[-3000:]
-    assert again.recap("localhost")["changed"] == 0 and again.recap()["changed"] == 0, again.output[-3000:]
-    # --check of the host side and of aws.yml is tested without AWS (test_2) and above; here the
-    # registration's, which only this fleet has.
-    check = aws.playbook("--check", playbook="playbooks/register.yml", secrets=keys["file"], **settings)
-    assert check.rc == 0 and check.recap()["changed"] == 0, check.output[-3000:]
-
-
-def test_the_load_balancer_role_keeps_the_registered_targets(aws, e2e):
-    """community.aws.elb_target_group deregisters every target by default (modify_targets)."""
-    instance, settings, _ = e2e
-    run = aws.playbook(**settings)
-    assert run.rc == 0, run.output[-3000:]
-    assert aws.targets(E2E) == {f"{instance}:{kit.GATEWAY_PORT}": "healthy"}
-
-
-def test_hosts_that_left_the_inventory_are_deregistered_unless_most_of_the_fleet_would_go(aws, keys, e2e):
-    """An inventory that lost hosts (a failed source, another region) looks like hosts that left."""
-    instance, settings, _ = e2e
-    former = [aws.run_instance() for _ in range(2)]
-    group = aws.elb.describe_target_groups(Names=[E2E])["TargetGroups"][0]["TargetGroupArn"]
-    aws.elb.register_targets(TargetGroupArn=group, Targets=[{"Id": i, "Port": kit.GATEWAY_PORT} for i in former])
-    gone = {f"{i}:{kit.GATEWAY_PORT}" for i in former}
-    register = {"playbook": "playbooks/register.yml", "secrets": keys["file"]}
-    refused = aws.playbook(**register, **settings)
-    assert refused.rc != 0, refused.output[-3000:]
-    assert said(refused, "Registration would deregister 2 of the 3 instances the target group routes to")
-    assert gone <= set(aws.targets(E2E)) and "draining" not in aws.targets(E2E).values()
-    run = aws.playbook(**register, **settings, aws_targets_deregister_max_percent=100)
-    assert run.rc == 0, run.output[-3000:]
-    # Deregistered targets drain for the deregistration delay, as on AWS.
-    assert aws.targets(E2E) == {f"{instance}:{kit.GATEWAY_PORT}": "healthy"} | dict.fromkeys(gone, "draining")
-
-
-def test_site_refuses_to_serve_when_the_inventory_misses_the_instances_it_runs(aws, keys, host):
-    """The local inventory has test host 1 only: the instance site.yml launches is not in it."""
-    settings = {"aws_name": "lost", "aws_enabled": True, "aws_instances_count": 1}
-    run = aws.playbook(playbook="site.yml", secrets=keys["file"], **settings)
-    assert run.rc != 0, run.output[-3000:]
-    (launched,) = [i["InstanceId"] for i in aws.instances("lost")]
-    assert said(run, f'{launched} run for lost in us-east-1, but the inventory\'s "inference" group does not')
-    assert "PLAY [Preflight" not in run.output
-
-
-def test_registration_without_an_instance_id_or_target_group_says_what_to_do(aws, keys, e2e):
-    _, settings, _ = e2e
-    register = {"playbook": "playbooks/register.yml", "secrets": keys["file"]}
-    anonymous = aws.playbook(**register, **(settings | {"instance_id": ""}))
-    assert anonymous.rc != 0 and f"{kit.HOST} has no instance_id" in anonymous.output, anonymous.output[-3000:]
-    nowhere = aws.playbook(**register, **(settings | {"aws_name": "nowhere"}))
-    assert nowhere.rc != 0 and "There is no target group nowhere" in nowhere.output, nowhere.output[-3000:]
-
-
-def test_a_target_that_is_not_ready_is_not_reported_healthy(aws, keys, e2e):
-    instance, settings, _ = e2e
-    target = f"{instance}:{kit.GATEWAY_PORT}"
-    kit.host_sh("touch /var/lib/inference-gateway/draining")  # the gateway's /ready answers 503
-    try:
-        # As on AWS, unhealthy_threshold failed checks in a row first.
-        wait_for(lambda: aws.targets(E2E)[target] == "unhealthy", 60, "the health checks to fail")
-        run = aws.playbook(playbook="playbooks/register.yml", secrets=keys["file"], aws_targets_healthy_timeout=10,
-                           **settings)  # fmt: skip
-    finally:
-        kit.host_sh("rm -f /var/lib/inference-gateway/draining")
-    assert run.rc != 0, run.output[-3000:]
-    assert said(run, f"{target} is unhealthy (Target.ResponseCodeMismatch)"), run.output[-3000:]
-    wait_for(lambda: aws.targets(E2E)[target] == "healthy", 60, "the health checks to pass again")
 
 
 # A deregistration delay the test ALB lets pass in 10 s, with timeouts that fit it.
@@ -514,7 +425,7 @@ def test_scale_in_terminates_the_chosen_instances_only_after_the_load_balancer_i
                        aws_instances_known_hosts_file=str(hosts_file), **SHORT_DRAIN)  # fmt: skip
     assert run.rc == 0, run.output[-3000:]
     assert known_addresses(hosts_file) == {i["PrivateIpAddress"] for i in fleet if i["InstanceId"] != leaving}
-    assert said(run, f"Scale-in: {leaving} leave the load balancer, then terminate.")
+    assert run.said(f"Scale-in: {leaving} leave the load balancer, then terminate.")
     assert sorted(i["InstanceId"] for i in aws.instances()) == sorted(
         i["InstanceId"] for i in fleet if i["InstanceId"] != leaving
     )
@@ -553,30 +464,14 @@ def test_teardown_removes_what_the_kit_created_and_only_that(aws, created, tmp_p
     assert again.rc == 0 and again.recap("localhost")["changed"] == 0, again.output[-3000:]
 
 
-# Actions AWS checks inside another call, which the test server never asks about: iam:PassRole
-# (RunInstances with an instance profile).
-NOT_ASKED_HERE = {"iam:PassRole"}
-
-
-def test_the_control_node_policy_holds_exactly_the_actions_the_kit_called(aws, request):
-    """Runs last, after every other test of this file ran as the policy's user: an action the policy
-    lacks failed a test there; one the kit never called fails here."""
-    options = request.config.option
-    if options.keyword or options.markexpr or any("::" in arg for arg in request.config.args):
-        pytest.skip("compares with what the whole file called")
-    policy = json.loads(awsmock.CONTROL_NODE_POLICY.read_text())
-    allowed = {action for statement in policy["Statement"] for action in always_list(statement["Action"])}
-    assert aws.called() == allowed - NOT_ASKED_HERE, sorted(aws.called())
-
-
 def test_a_policy_without_one_action_the_kit_calls_fails_with_the_missing_permission(aws):
     policy = awsmock.actions_only(json.loads(awsmock.CONTROL_NODE_POLICY.read_text()))
     for statement in policy["Statement"]:
-        statement["Action"] = [a for a in always_list(statement["Action"]) if a != "ec2:DescribeInstanceTypeOfferings"]
+        statement["Action"] = [a for a in statement["Action"] if a != "ec2:DescribeInstanceTypeOfferings"]
     short = awsmock.iam_user(aws.endpoint, "kit-short", policy)
     run = aws.playbook(aws_name="short", aws_instances_count=1, credentials=short)
     assert run.rc != 0, run.output[-3000:]
-    assert said(run, "ec2:DescribeInstanceTypeOfferings"), run.output[-3000:]
+    assert run.said("ec2:DescribeInstanceTypeOfferings"), run.output[-3000:]
     assert aws.groups("short-") == {}
 
 
@@ -592,7 +487,3 @@ def known_hosts(path, addresses) -> None:
 
 def known_addresses(path) -> set[str]:
     return {line.split()[0] for line in path.read_text().splitlines() if line.strip()}
-
-
-def always_list(value):
-    return value if isinstance(value, list) else [value]

