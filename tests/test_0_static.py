@@ -66,6 +66,39 @@ def test_every_role_has_a_readme():
         assert (role / "README.md").is_file(), role.name
 
 
+def test_the_settings_reference_is_up_to_date():
+    made = run(str(VENV_BIN / "python"), "scripts/settings_reference.py")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout == (REPO / "docs/settings.md").read_text(), (
+        "docs/settings.md is out of date: python scripts/settings_reference.py > docs/settings.md"
+    )
+
+
+def markdown_files() -> list[Path]:
+    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "*.md"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.split()  # fmt: skip
+    return [REPO / name for name in tracked if (REPO / name).is_file()]
+
+
+def anchors(path: Path) -> set[str]:
+    """The heading anchors GitHub makes for the Markdown file PATH."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", path.read_text(), flags=re.DOTALL), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+@pytest.mark.parametrize("document", [str(p.relative_to(REPO)) for p in markdown_files()])
+def test_every_relative_link_in_the_docs_leads_somewhere(document):
+    path = REPO / document
+    for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
+        assert linked.exists(), f"{document}: {target} does not exist"
+        if anchor and linked.suffix == ".md":
+            assert anchor in anchors(linked), f"{document}: {target} names no heading of {file or document}"
+
+
 def load_filter():
     path = REPO / "roles/inference_host/filter_plugins/nvidia_smi.py"
     spec = importlib.util.spec_from_file_location("nvidia_smi", path)
