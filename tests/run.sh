@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, then the real roles on real systemd test hosts with the real
-# vLLM (CPU build) serving tiny models made here, the AWS side against a local AWS API, and
-# day-2 operations under load. Installs what it needs on a fresh machine.
+# The whole test suite. Installs what it needs on a fresh machine, then runs two tiers:
+#   unit   the kit's pure logic (tests/unit: filter plugins, module helpers, scripts), no host;
+#   hosts  the lint, the real roles on real systemd test hosts with the real vLLM (CPU build)
+#          serving tiny models made here, the AWS side against a local AWS API, and day-2
+#          operations under load.
 # Extra arguments go to pytest, e.g.
 #   tests/run.sh -k preflight
 #   tests/run.sh tests/test_2_serve.py
@@ -20,6 +22,12 @@ for arg in "$@"; do
     [[ $arg == tests/* ]] && exec pytest "$@"
 done
 
+status=0
+SECONDS=0
+pytest -p no:cacheprovider tests/unit "$@" || status=$?
+unit_seconds=$SECONDS
+((status == 0 || status == 5)) || exit 1  # 5: -k selected nothing here
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # The lanes meet there: the AWS policy test compares the policy with what both lanes' AWS tests called.
@@ -29,7 +37,7 @@ pytest -p no:cacheprovider --durations=10 --junitxml="$work/second.xml" --basete
     >"$work/second.log" 2>&1 &
 second_pid=$!
 status=0
-ignored=()
+ignored=(--ignore=tests/unit)
 for file in "${second[@]}"; do ignored+=(--ignore="$file"); done
 pytest -p no:cacheprovider --durations=10 --junitxml="$work/first.xml" --basetemp="$work/first" "${ignored[@]}" \
     tests/ "$@" || status=$?
@@ -39,6 +47,7 @@ echo "=============================== ${second[*]} (exit $second_status)"
 cat "$work/second.log"
 echo "=============================== minutes per file (setup included; the two lanes overlap)"
 python tests/kit.py file-times "$work/first.xml" "$work/second.xml"
+echo "=============================== time per tier: unit ${unit_seconds} s, hosts $(((SECONDS - unit_seconds) / 60)) min"
 for rc in "$status" "$second_status"; do
     ((rc == 0 || rc == 5)) || exit 1  # 5: -k selected nothing in that lane
 done

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 from pathlib import Path
@@ -97,35 +96,6 @@ def test_every_relative_link_in_the_docs_leads_somewhere(document):
         assert linked.exists(), f"{document}: {target} does not exist"
         if anchor and linked.suffix == ".md":
             assert anchor in anchors(linked), f"{document}: {target} names no heading of {file or document}"
-
-
-def load_filter():
-    path = REPO / "roles/inference_host/filter_plugins/nvidia_smi.py"
-    spec = importlib.util.spec_from_file_location("nvidia_smi", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.nvidia_smi_gpus
-
-
-def test_gpu_facts_parse_real_nvidia_smi_output():
-    output = (REPO / "tests/fixtures/nvidia-smi/h200-1gpu/query-gpu-noheader.csv").read_text()
-    assert load_filter()(output) == [
-        {
-            "index": 0,
-            "name": "NVIDIA H200",
-            "memory_mib": 143771,
-            "driver": "580.159.04",
-            "driver_major": 580,
-            "compute_cap": "9.0",
-        }
-    ]
-
-
-def test_gpu_facts_of_several_gpus_keep_their_order():
-    line = (REPO / "tests/fixtures/nvidia-smi/h200-1gpu/query-gpu-noheader.csv").read_text().strip()
-    many = "\n".join(line.replace("0,", f"{i},", 1) for i in range(4)) + "\n"
-    assert [gpu["index"] for gpu in load_filter()(many)] == [0, 1, 2, 3]
-    assert load_filter()("") == []
 
 
 def test_test_hosts_install_the_pinned_engines():

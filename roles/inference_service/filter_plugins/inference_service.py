@@ -27,7 +27,11 @@ def _uptime(seconds):
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, seconds = divmod(rest, 60)
-    return (f"{days}d" if days else "") + (f"{hours}h" if days or hours else "") + f"{minutes}m{seconds:02d}s"
+    if days:
+        return f"{days}d{hours:02d}h{minutes:02d}m{seconds:02d}s"
+    if hours:
+        return f"{hours}h{minutes:02d}m{seconds:02d}s"
+    return f"{minutes}m{seconds:02d}s"
 
 
 def inference_status(units, flags, metrics, models, uptime, gpu_memory, names, gpus_per_instance):
