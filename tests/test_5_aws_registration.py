@@ -39,8 +39,8 @@ def test_site_runs_infrastructure_hosts_and_registration_end_to_end(aws, keys, e
     again = aws.playbook(playbook="site.yml", secrets=keys["file"], **settings)
     assert again.rc == 0, again.output[-3000:]
     assert again.recap("localhost")["changed"] == 0 and again.recap()["changed"] == 0, again.output[-3000:]
-    # --check of the host side and of aws.yml is tested without AWS (test_2) and above; here the
-    # registration's, which only this fleet has.
+    # --check of the host side is tested without AWS (test_2), of aws.yml in test_5_aws.py; here
+    # the registration's, which only this fleet has.
     check = aws.playbook("--check", playbook="playbooks/register.yml", secrets=keys["file"], **settings)
     assert check.rc == 0 and check.recap()["changed"] == 0, check.output[-3000:]
 
