@@ -22,11 +22,11 @@ for arg in "$@"; do
     [[ $arg == tests/* ]] && exec pytest "$@"
 done
 
-status=0
+unit_status=0
 SECONDS=0
-pytest -p no:cacheprovider tests/unit "$@" || status=$?
+pytest -p no:cacheprovider tests/unit "$@" || unit_status=$?
 unit_seconds=$SECONDS
-((status == 0 || status == 5)) || exit 1  # 5: -k selected nothing here
+((unit_status == 0 || unit_status == 5)) || exit 1  # 5: -k selected nothing here
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
