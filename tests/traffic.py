@@ -125,10 +125,11 @@ class Load:
     """Client threads sending chat requests one after another, PAUSE seconds apart: streaming
     and not, short and long (every third generates LONG_TOKENS tokens, ignoring the
     end-of-sequence token, so that it spans a drain). Light enough to leave the 2-core test
-    machine room for the playbooks."""
+    machine room for the playbooks: after its last request vLLM's worker busy-waits for the next
+    one for a second (shm_broadcast's busy_loop_s), a core's worth under back-to-back requests."""
 
     def __init__(
-        self, base_url: str, key: str, model: str, workers: int = 2, long_tokens: int = 100, pause: float = 1.5
+        self, base_url: str, key: str, model: str, workers: int = 2, long_tokens: int = 100, pause: float = 3.0
     ):
         self.client = OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=300)
         self.model, self.workers, self.long_tokens, self.pause = model, workers, long_tokens, pause
