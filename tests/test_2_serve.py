@@ -240,9 +240,16 @@ def probe_saw_instance_0() -> bool:
     return kit.host_sh("ls /run/inference-ready").stdout.split() == ["0"]
 
 
-def test_a_drained_host_stays_out_after_a_reboot(served):
-    kit.host_sh("touch /var/lib/inference-gateway/draining")
+def test_a_stopped_engine_stays_stopped_and_a_drained_host_stays_out_after_a_reboot(served):
+    restarts = unit_property("NRestarts")
+    kit.host_sh(f"systemctl stop {UNIT}")
     try:
+        time.sleep(15)  # longer than RestartSec
+        assert unit_property("ActiveState") == "inactive"
+        assert unit_property("NRestarts") == restarts
+        assert http("/ready")[0] == 503
+        # The reboot starts the stopped engine again (it is enabled), but a drained host stays out.
+        kit.host_sh("touch /var/lib/inference-gateway/draining")
         kit.testhosts.reboot_host(kit.HOST)
         # The engine serves again and the readiness probe has seen it (a wait, not a fixed
         # sleep: engines start slower when the other lanes keep both cores busy)...
@@ -250,7 +257,7 @@ def test_a_drained_host_stays_out_after_a_reboot(served):
         assert unit_property("ActiveState") == "active"
         assert http("/ready") == (503, b"draining\n")  # ... but the host stays out
     finally:
-        kit.host_sh("rm -f /var/lib/inference-gateway/draining")
+        kit.host_sh(f"rm -f /var/lib/inference-gateway/draining; systemctl start {UNIT}")
     wait_until_ready()
 
 
@@ -298,56 +305,38 @@ def test_a_dead_engine_process_brings_the_instance_back_ready(served, alice, pro
     assert not (old_processes & still_running), "processes of the killed engine are still running"
 
 
-def test_a_stopped_engine_stays_stopped(served, alice):
-    restarts = unit_property("NRestarts")
-    kit.host_sh(f"systemctl stop {UNIT}")
-    try:
-        time.sleep(15)  # longer than RestartSec
-        assert unit_property("ActiveState") == "inactive"
-        assert unit_property("NRestarts") == restarts
-        assert http("/ready")[0] == 503
-    finally:
-        kit.host_sh(f"systemctl start {UNIT}")
-    assert http("/v1/models", alice)[0] == 200
-
-
 CAROL = "sk-carol-0123456789abcdef"  # a client the gateway tests add, then remove
+ALICE_SECOND = "sk-alice-second-0123456789"  # alice's second key, added beside her first
+LIMITS = {"inference_gateway_client_requests_per_second": 2, "inference_gateway_client_concurrent_requests": 1}
 
 
-def test_a_new_client_key_is_a_gateway_reload_not_an_engine_restart(served, keys, alice, tmp_path):
+@pytest.fixture(scope="module")
+def more_keys_and_limits(served, keys):
+    """One serve.yml run for the two tests below: two more keys (a new client, a second key for
+    alice) and per-client limits, with the engine's start time before it."""
     started = unit_property("ExecMainStartTimestampMonotonic")
-    carol = CAROL
-    alice_second = "sk-alice-second-0123456789"
-    added = [{"name": "carol", "key": carol}, {"name": "alice", "key": alice_second}]
-    more = {"vault_inference_gateway_api_keys": [*keys["vault_inference_gateway_api_keys"], *added]}
+    added = [{"name": "carol", "key": CAROL}, {"name": "alice", "key": ALICE_SECOND}]
+    more = {"vault_inference_gateway_api_keys": [*keys["vault_inference_gateway_api_keys"], *added]} | LIMITS
     run = kit.playbook("playbooks/serve.yml", "-e", json.dumps(more), secrets_file=keys["file"])
     assert run.rc == 0, run.output[-3000:]
-    assert http("/v1/models", carol)[0] == 200
+    return run, started
+
+
+def test_a_new_client_key_is_a_gateway_reload_not_an_engine_restart(more_keys_and_limits, alice):
+    run, started = more_keys_and_limits
+    assert http("/v1/models", CAROL)[0] == 200
     assert unit_property("ExecMainStartTimestampMonotonic") == started
-    assert carol not in run.output
+    assert CAROL not in run.output and ALICE_SECOND not in run.output
     # The log says which of a client's keys was used.
-    http("/v1/models", alice_second)
+    http("/v1/models", ALICE_SECOND)
     http("/v1/models", alice)
     log = kit.host_sh("tail -n 2 /var/log/nginx/inference-gateway.log").stdout.splitlines()
     assert "client=alice#2 " in log[0] and "client=alice#1 " in log[1], log
 
 
-def test_allow_unauthenticated_opens_v1_without_keys_and_nothing_else(served, keys):
-    started = unit_property("ExecMainStartTimestampMonotonic")
-    open_gateway = {"vault_inference_gateway_api_keys": [], "inference_gateway_allow_unauthenticated": True}
-    run = kit.playbook("playbooks/serve.yml", "-e", json.dumps(open_gateway), secrets_file=keys["file"])
-    assert run.rc == 0, run.output[-3000:]
-    assert http("/v1/models")[0] == 200
-    assert http("/metrics")[0] == 404
-    assert "client=anonymous" in kit.host_sh("tail -n 1 /var/log/nginx/inference-gateway.log").stdout
-    assert unit_property("ExecMainStartTimestampMonotonic") == started
-
-
-def test_per_client_limits_answer_429_with_retry_after(served, keys, alice):
+def test_per_client_limits_answer_429_with_retry_after(more_keys_and_limits, keys, alice):
     bob = keys["vault_inference_gateway_api_keys"][1]["key"]
-    limits = {"inference_gateway_client_requests_per_second": 2, "inference_gateway_client_concurrent_requests": 1}
-    run = kit.playbook("playbooks/serve.yml", "-e", json.dumps(limits), secrets_file=keys["file"])
-    assert run.rc == 0, run.output[-3000:]
+    time.sleep(1.5)  # the rate budget the test above used refills
     limited = "grep -c 'by zone \"inference_client_{}\"' /var/log/nginx/error.log"  # nginx logs each 429
     rate_limited = kit.host_sh(limited.format("rate")).stdout.strip()
     # Eight requests at once (however slowly a busy machine answers): 1 + burst 2 pass the rate.
@@ -381,8 +370,19 @@ def test_per_client_limits_answer_429_with_retry_after(served, keys, alice):
     assert raw_request("/v1/models", {"Authorization": f"Bearer {alice}"})[0] == 200
 
 
+def test_allow_unauthenticated_opens_v1_without_keys_and_nothing_else(served, keys):
+    started = unit_property("ExecMainStartTimestampMonotonic")
+    open_gateway = {"vault_inference_gateway_api_keys": [], "inference_gateway_allow_unauthenticated": True}
+    run = kit.playbook("playbooks/serve.yml", "-e", json.dumps(open_gateway), secrets_file=keys["file"])
+    assert run.rc == 0, run.output[-3000:]
+    assert http("/v1/models")[0] == 200
+    assert http("/metrics")[0] == 404
+    assert "client=anonymous" in kit.host_sh("tail -n 1 /var/log/nginx/inference-gateway.log").stdout
+    assert unit_property("ExecMainStartTimestampMonotonic") == started
+
+
 def test_the_gateway_returns_to_the_default_settings_without_an_engine_restart(served, keys, alice):
-    """After the gateway tests above (more keys, then an open gateway, then per-client limits),
+    """After the gateway tests above (more keys with per-client limits, then an open gateway),
     each applied over the one before: the default settings close all they opened."""
     started = unit_property("ExecMainStartTimestampMonotonic")
     run = kit.playbook("playbooks/serve.yml", secrets_file=keys["file"])

@@ -129,7 +129,7 @@ class Load:
     one for a second (shm_broadcast's busy_loop_s), a core's worth under back-to-back requests."""
 
     def __init__(
-        self, base_url: str, key: str, model: str, workers: int = 2, long_tokens: int = 100, pause: float = 3.0
+        self, base_url: str, key: str, model: str, workers: int = 2, long_tokens: int = 100, pause: float = 6.0
     ):
         self.client = OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=300)
         self.model, self.workers, self.long_tokens, self.pause = model, workers, long_tokens, pause
