@@ -50,10 +50,11 @@ def role_default(role: str, name: str):
     return yaml_load(REPO / "roles" / role / "defaults" / "main.yml")[name]
 
 
-def uv_pip(venv: Path) -> list[str]:
-    """uv's pip interface (scripts/bootstrap.sh installs uv in .venv) for VENV: the tests' own
-    virtualenvs install in seconds instead of minutes."""
-    return [str(Path(sys.executable).parent / "uv"), "pip", "--quiet", "--python", str(venv / "bin" / "python")]
+def uv_pip(command: str, venv: Path) -> list[str]:
+    """uv's pip COMMAND (install, uninstall) for VENV (scripts/bootstrap.sh installs uv in .venv):
+    the tests' own virtualenvs install in seconds instead of minutes."""
+    uv = str(Path(sys.executable).parent / "uv")
+    return [uv, "pip", command, "--quiet", "--python", str(venv / "bin" / "python")]
 
 
 def engine_venv() -> Path:
@@ -65,11 +66,10 @@ def engine_venv() -> Path:
         if stamp.exists():
             return venv
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        pip = uv_pip(venv)
-        install = [*pip, "install", "--no-index", "--find-links", str(wheelhouse), testhosts.VLLM]
+        install = [*uv_pip("install", venv), "--no-index", "--find-links", str(wheelhouse), testhosts.VLLM]
         subprocess.run(install, check=True, stdout=sys.stderr)
         unwanted = ["torchvision", "torchaudio", "torchcodec"]
-        subprocess.run([*pip, "uninstall", *unwanted], check=True, stdout=sys.stderr)
+        subprocess.run([*uv_pip("uninstall", venv), *unwanted], check=True, stdout=sys.stderr)
         stamp.touch()
     return venv
 
@@ -91,7 +91,7 @@ def parser_venv(engine: str) -> Path:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         site = f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
         (venv / site / "engine-venv.pth").write_text(str(base / site) + "\n")
-        subprocess.run([*uv_pip(venv), "install", "--no-deps", *pins], check=True, stdout=sys.stderr)
+        subprocess.run([*uv_pip("install", venv), "--no-deps", *pins], check=True, stdout=sys.stderr)
         stamp.touch()
     return venv
 
