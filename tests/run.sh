@@ -45,7 +45,7 @@ second=(tests/test_5_aws.py tests/test_6_operations.py tests/test_0_static.py)
 pytest -p no:cacheprovider --durations=10 --junitxml="$work/second.xml" --basetemp="$work/second" "${second[@]}" "$@" \
     >"$work/second.log" 2>&1 &
 second_pid=$!
-trap 'kill "$second_pid" 2>/dev/null; rm -rf "$work"' EXIT  # a failed setup stops the second lane too
+trap 'kill "$second_pid" 2>/dev/null || true; rm -rf "$work"' EXIT  # a failed setup stops the second lane too
 SECONDS=0
 prepare
 setup_seconds=$SECONDS
