@@ -372,7 +372,8 @@ def test_per_client_limits_answer_429_with_retry_after(more_keys_and_limits, key
 
 def test_allow_unauthenticated_opens_v1_without_keys_and_nothing_else(served, keys):
     started = unit_property("ExecMainStartTimestampMonotonic")
-    open_gateway = {"vault_inference_gateway_api_keys": [], "inference_gateway_allow_unauthenticated": True}
+    # The per-client limits stay on (anonymous is a client too), for the default settings to remove.
+    open_gateway = {"vault_inference_gateway_api_keys": [], "inference_gateway_allow_unauthenticated": True} | LIMITS
     run = kit.playbook("playbooks/serve.yml", "-e", json.dumps(open_gateway), secrets_file=keys["file"])
     assert run.rc == 0, run.output[-3000:]
     assert http("/v1/models")[0] == 200
@@ -382,8 +383,8 @@ def test_allow_unauthenticated_opens_v1_without_keys_and_nothing_else(served, ke
 
 
 def test_the_gateway_returns_to_the_default_settings_without_an_engine_restart(served, keys, alice):
-    """After the gateway tests above (more keys with per-client limits, then an open gateway),
-    each applied over the one before: the default settings close all they opened."""
+    """After the gateway tests above (more keys with per-client limits, then an open gateway with
+    the limits), each applied over the one before: the default settings close all they opened."""
     started = unit_property("ExecMainStartTimestampMonotonic")
     run = kit.playbook("playbooks/serve.yml", secrets_file=keys["file"])
     assert run.rc == 0, run.output[-3000:]
