@@ -24,15 +24,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import kit  # noqa: E402
 
 REQUESTS = 200
-UNIT = "inference-vllm@0.service"
+MANIFEST = "/etc/ansible/facts.d/inference.fact"  # what the host runs (roles/inference_manifest)
 
 # Runs inside the host as root: alternate gateway and direct requests so both see the same load.
+# The keys arrive with the script on standard input, never as arguments.
 LATENCY_PROBE = """
-import json, os, sys, time, urllib.request
-client_key, n = sys.argv[1], int(sys.argv[2])
-lines = open("/etc/inference/vllm-secret.env").read().splitlines()
-engine_key = [line.split("=", 1)[1] for line in lines if line.startswith("VLLM_API_KEY=")][0]
-body = json.dumps({"model": "tiny-vision", "prompt": "Hello", "max_tokens": 4, "temperature": 0}).encode()
+import json, sys, time, urllib.request
+manifest = json.load(open(MANIFEST))
+gateway_port, engine_port = manifest["gateway"]["ports"][0], manifest["engine"]["instances"][0]["port"]
+body = json.dumps({"model": manifest["engine"]["served_name"], "prompt": "Hello", "max_tokens": 4,
+                   "temperature": 0}).encode()
 def once(port, key):
     request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body,
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
@@ -41,11 +42,11 @@ def once(port, key):
         response.read()
     return (time.perf_counter() - start) * 1000
 for _ in range(10):
-    once(8000, client_key); once(8100, engine_key)
+    once(gateway_port, client_key); once(engine_port, engine_key)
 result = {"gateway": [], "direct": []}
 for _ in range(n):
-    result["gateway"].append(once(8000, client_key))
-    result["direct"].append(once(8100, engine_key))
+    result["gateway"].append(once(gateway_port, client_key))
+    result["direct"].append(once(engine_port, engine_key))
 print(json.dumps(result))
 """
 
@@ -58,8 +59,13 @@ def timed_converge(secrets: Path) -> tuple[float, kit.Run]:
     return time.monotonic() - start, run
 
 
-def unit_seconds(prop_from: str, prop_to: str) -> float:
-    values = kit.host_sh(f"systemctl show -p {prop_from} -p {prop_to} --value {UNIT}").stdout.split()
+def first_unit() -> str:
+    """The first engine instance's unit, from the host manifest."""
+    return json.loads(kit.host_sh(f"cat {MANIFEST}").stdout)["engine"]["instances"][0]["unit"]
+
+
+def unit_seconds(unit: str, prop_from: str, prop_to: str) -> float:
+    values = kit.host_sh(f"systemctl show -p {prop_from} -p {prop_to} --value {unit}").stdout.split()
     return (int(values[1]) - int(values[0])) / 1e6
 
 
@@ -73,13 +79,21 @@ def main() -> int:
     secrets = kit.demo_secrets()
     kit.start_host()
     first, _ = timed_converge(secrets)
-    cold_start = unit_seconds("ExecMainStartTimestampMonotonic", "ActiveEnterTimestampMonotonic")
+    unit = first_unit()
+    cold_start = unit_seconds(unit, "ExecMainStartTimestampMonotonic", "ActiveEnterTimestampMonotonic")
     second, run = timed_converge(secrets)
     start = time.monotonic()
-    kit.host_sh(f"systemctl restart {UNIT}")
+    kit.host_sh(f"systemctl restart {unit}")
     restart = time.monotonic() - start
-    client_key = json.loads(secrets.read_text())["vault_inference_gateway_api_keys"][0]["key"]
-    probe = kit.testhosts.host_exec(kit.HOST, ["python3", "-", client_key, str(REQUESTS)], input=LATENCY_PROBE)
+    settings = json.loads(secrets.read_text())
+    keys = {
+        "client_key": settings["vault_inference_gateway_api_keys"][0]["key"],
+        "engine_key": settings["vault_inference_engine_internal_key"],
+        "n": REQUESTS,
+        "MANIFEST": MANIFEST,
+    }
+    script = "".join(f"{name} = {value!r}\n" for name, value in keys.items()) + LATENCY_PROBE
+    probe = kit.testhosts.host_exec(kit.HOST, ["python3", "-"], input=script)
     latencies = json.loads(probe.stdout)
     gateway, direct = latencies["gateway"], latencies["direct"]
     gateway_median, direct_median = statistics.median(gateway), statistics.median(direct)
@@ -95,7 +109,7 @@ def main() -> int:
         f"  gateway overhead (median)          {overhead:7.2f} ms = {100 * overhead / direct_median:.1f} %"
         "   target < 5 %"
     )
-    exposure = kit.host_sh(f"systemd-analyze security --no-pager {UNIT} | tail -n 1").stdout.strip()
+    exposure = kit.host_sh(f"systemd-analyze security --no-pager {unit} | tail -n 1").stdout.strip()
     print(f"engine unit sandboxing (systemd-analyze security): {exposure}")
     kit.testhosts.remove_host(kit.HOST)
     return 0

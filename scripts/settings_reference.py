@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load(path: Path) -> dict:
-    return yaml.safe_load(path.read_text()) or {}
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 
 
 def kit_settings() -> dict:

