@@ -261,7 +261,7 @@ def test_status_shows_state_readiness_model_in_flight_and_gpu_memory_per_instanc
     assert run.output.count(f"instance 0: {UNIT} active (running) since ") == 2
     assert run.output.count("ready yes, model tiny-vision (") == 2
     assert run.output.count("in flight 0, GPU memory n/a (no GPU)") == 2
-    assert run.output.count("readiness probe active (running), runs the current settings") == 2
+    assert " ".join(run.output.split()).count("readiness probe active (running), runs the current settings") == 2
     assert run.recap(FIRST)["changed"] == 0 and run.recap(SECOND)["changed"] == 0
 
 

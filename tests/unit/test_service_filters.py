@@ -111,3 +111,9 @@ def test_status_says_whether_the_host_runs_the_current_settings(manifest, differ
     assert filters.inference_status_lines(status) == [
         "engine vllm 0.33.0, gateway active (running), readiness probe active (running)" + said
     ]
+
+
+def test_the_draining_flag_is_the_one_the_contract_names():
+    hosts = [survey("a", [*SERVING_TWO, "out-of-service"]), survey("b", SERVING_TWO)]
+    assert filters.inference_capacity(hosts, ["b"], "out-of-service")["out_after_percent"] == 100.0  # a is drained
+    assert filters.inference_capacity(hosts, ["b"])["out_after_percent"] == 50.0  # another file is no flag

@@ -34,17 +34,17 @@ def _uptime(seconds):
     return f"{minutes}m{seconds:02d}s"
 
 
-def inference_status(units, flags, metrics, models, uptime, gpu_memory, names, instance_gpus):
+def inference_status(units, flags, metrics, models, uptime, gpu_memory, names, instance_gpus, draining_flag="draining"):
     """One dict per engine instance, from the registered results of status.yml.
 
     units: systemd_service results, the engine instances first, then the readiness probe and the
     gateway; flags: find over the readiness directory; metrics and models: uri results per
     instance (/metrics, /v1/models); uptime: /proc/uptime text; gpu_memory: lines
     "index, memory.used" (or ""); names: the in-flight gauges; instance_gpus: each instance's GPU
-    indices (the host manifest's).
+    indices (the host manifest's); draining_flag: the file name of the draining flag.
     """
     flag_names = {_basename(f["path"]) for f in flags.get("files", [])}
-    draining = "draining" in flag_names
+    draining = draining_flag in flag_names
     now = float(uptime.split()[0])
     used = {}
     for line in gpu_memory.splitlines():
@@ -113,7 +113,7 @@ def _settings(status):
     return ", runs the current settings"
 
 
-def inference_capacity(survey, batch):
+def inference_capacity(survey, batch, draining_flag="draining"):
     """How much serving capacity would be out once BATCH (host names) goes out.
 
     survey: the results of a `find` looped over every host of the inference group (loop var
@@ -128,7 +128,7 @@ def inference_capacity(survey, batch):
         reachable = not result.get("unreachable") and not result.get("failed")
         instances = (sum(1 for f in files if INSTANCE_SETTINGS.match(f)) or 1) if reachable else 0
         ready = sum(1 for f in files if READY_FLAG.match(f))
-        serving = 0 if not reachable or "draining" in files else min(ready, instances)
+        serving = 0 if not reachable or draining_flag in files else min(ready, instances)
         hosts[result["__inference_service_peer"]] = {"instances": instances, "serving": serving, "reachable": reachable}
     total = sum(h["instances"] for h in hosts.values())
     out_after = total - sum(h["serving"] for name, h in hosts.items() if name not in batch)
