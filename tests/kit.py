@@ -260,8 +260,8 @@ def file_times(reports) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    """CLI for scripts/demo.sh and tests/run.sh: prepare | models | client-key | image PATH | down |
-    file-times JUNIT_XML..."""
+    """CLI for scripts/demo.sh, tests/run.sh and molecule/: prepare | models | client-key | image PATH | down |
+    role-host N | role-host-down N | file-times JUNIT_XML..."""
     command = argv[0] if argv else ""
     if command == "models":  # the tiny models (and the engine venv that makes them)
         print(models())
@@ -275,6 +275,12 @@ def main(argv: list[str]) -> int:
         print(red_png(Path(argv[1])))
     elif command == "down":
         testhosts.remove_host(HOST)
+    elif command == "role-host":  # Molecule's create: test host N and an inventory of it; prints that
+        models()
+        start_host(int(argv[1]))
+        print(inventory([int(argv[1])], secrets=demo_secrets()))
+    elif command == "role-host-down":  # Molecule's destroy
+        testhosts.remove_host(host_name(int(argv[1])))
     elif command == "file-times":
         for line in file_times(map(Path, argv[1:])):
             print(line)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite. Installs what it needs on a fresh machine, then runs two tiers:
+# The whole test suite. Installs what it needs on a fresh machine, then runs three tiers:
 #   unit   the kit's pure logic (tests/unit: filter plugins, module helpers, scripts), no host;
+#   role   Molecule scenarios (molecule/<role>): one role converged on a fresh test host, again
+#          (changed=0), and verified; `molecule test -s <role>` runs one;
 #   hosts  the lint, the real roles on real systemd test hosts with the real vLLM (CPU build)
 #          serving tiny models made here, the AWS side against a local AWS API, and day-2
 #          operations under load.
@@ -53,6 +55,13 @@ if [[ " $* " != *" -k "* ]]; then
     # The day-2 fleet's image (engine installed) builds beside the first tests; the fleet waits for it.
     python tests/testhosts.py engine-image >"$work/engine-image.log" 2>&1 &
 fi
+role_status=0
+role_seconds=0
+if [[ " $* " != *" -k "* ]]; then
+    SECONDS_BEFORE_ROLES=$SECONDS
+    molecule test --all || role_status=$?
+    role_seconds=$((SECONDS - SECONDS_BEFORE_ROLES))
+fi
 status=0
 ignored=(--ignore=tests/unit)
 for file in "${second[@]}"; do ignored+=(--ignore="$file"); done
@@ -64,8 +73,9 @@ echo "=============================== ${second[*]} (exit $second_status)"
 cat "$work/second.log"
 echo "=============================== minutes per file (setup included; the two lanes overlap)"
 python tests/kit.py file-times "$work/first.xml" "$work/second.xml"
-echo "=============================== time per tier: unit ${unit_seconds} s, hosts $((SECONDS / 60)) min" \
-    "(of which ${setup_seconds} s preparing the first lane's host image, wheels and models)"
-for rc in "$status" "$second_status"; do
+echo "=============================== time per tier: unit ${unit_seconds} s, role ${role_seconds} s," \
+    "hosts $((SECONDS / 60)) min (of which ${setup_seconds} s preparing the first lane's host image, wheels and" \
+    "models, and the role tier's ${role_seconds} s in the first lane)"
+for rc in "$role_status" "$status" "$second_status"; do
     ((rc == 0 || rc == 5)) || exit 1  # 5: -k selected nothing in that lane
 done
