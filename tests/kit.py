@@ -261,7 +261,7 @@ def file_times(reports) -> list[str]:
 
 def main(argv: list[str]) -> int:
     """CLI for scripts/demo.sh, tests/run.sh and molecule/: prepare | models | client-key | image PATH | down |
-    role-host N | role-host-down N | file-times JUNIT_XML..."""
+    role-host N [engine-installed] [gpu] | role-host-down N | file-times JUNIT_XML..."""
     command = argv[0] if argv else ""
     if command == "models":  # the tiny models (and the engine venv that makes them)
         print(models())
@@ -276,8 +276,11 @@ def main(argv: list[str]) -> int:
     elif command == "down":
         testhosts.remove_host(HOST)
     elif command == "role-host":  # Molecule's create: test host N and an inventory of it; prints that
+        # Options: engine-installed (from the image with vLLM installed), gpu (real nvidia-smi output).
         models()
-        start_host(int(argv[1]))
+        start_host(int(argv[1]), engine_installed="engine-installed" in argv[2:])
+        if "gpu" in argv[2:]:
+            install_fake_nvidia_smi(host_name(int(argv[1])))
         print(inventory([int(argv[1])], secrets=demo_secrets()))
     elif command == "role-host-down":  # Molecule's destroy
         testhosts.remove_host(host_name(int(argv[1])))
