@@ -219,6 +219,32 @@ def playbook(
     return Run(proc.returncode, output)
 
 
+def failures(output: str) -> dict[str, str]:
+    """Inventory host -> the text of its failed results in a run's output. ansible-core 2.19 prints
+    a task's error ("[ERROR]: ...", host not named) just before the host's "fatal: [host]" or
+    "failed: [host] (item)" result, whose lines are indented."""
+    found: dict[str, list[str]] = {}
+    pending: list[str] = []
+    current = None
+    for line in output.splitlines():
+        if line.startswith(" ") and current:
+            found[current].append(line)
+            continue
+        current = None
+        result = re.match(r"(?:fatal|failed): \[([^\]]+)\]", line)
+        if result:
+            current = result.group(1)
+            found.setdefault(current, []).extend([*pending, line])
+            pending = []
+        elif line.startswith("[ERROR]"):
+            pending = [line]
+        elif pending and not re.match(r"(ok|changed|skipping|included|TASK|PLAY|RUNNING)\b", line):
+            pending.append(line)
+        else:
+            pending = []
+    return {host: "\n".join(lines) for host, lines in found.items()}
+
+
 def host_sh(script: str, name: str = HOST) -> subprocess.CompletedProcess:
     return testhosts.host_exec(name, ["bash", "-c", script])
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -76,14 +75,6 @@ def test_converge_starts_engine_readiness_probe_and_gateway(served):
     assert unit_property("User") == "inference"
 
 
-@pytest.mark.parametrize(("unit", "limit"), [("nginx.service", 4.0), (UNIT, 2.5), ("inference-readiness.service", 3.0)])
-def test_services_are_sandboxed(served, unit, limit):
-    report = kit.host_sh(f"systemd-analyze security {unit}").stdout
-    exposure = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", report).group(1))
-    kit.REPORT.append(f"systemd-analyze security {unit}: {exposure}")
-    assert exposure <= limit, report
-
-
 def test_the_host_manifest_says_what_runs(served):
     """ansible_local.inference, which day-2 plays read: root's, readable by all, no secret (the
     world-readable check below covers it), and true to what the host runs."""
@@ -109,12 +100,6 @@ def test_status_names_the_parts_a_host_runs_differently_from_the_settings(served
     said = " ".join(run.output.split())  # the YAML callback folds long lines
     assert "(running), runs other settings than configured (engine: run playbooks/rolling.yml)" in said
     assert run.recap()["changed"] == 0
-
-
-def test_engine_listens_on_loopback_only(served):
-    listeners = kit.host_sh("ss -ltnH").stdout
-    assert "127.0.0.1:8100 " in listeners
-    assert "0.0.0.0:8100" not in listeners and "*:8100" not in listeners
 
 
 @pytest.mark.parametrize("depth", ["live", "auth", "chat", "vision"])
@@ -224,43 +209,6 @@ def test_only_openai_and_health_routes_are_reachable(served, alice):
     assert http("/health")[0] == 200
     # The engine still has its metrics, on the host only.
     assert "vllm:" in kit.host_sh("curl -sf http://127.0.0.1:8100/metrics").stdout
-
-
-def test_engine_refuses_requests_without_the_internal_key(served, alice):
-    status = kit.host_sh("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8100/v1/models").stdout
-    assert status == "401"
-
-
-def test_gateway_logs_client_names_not_keys(served, keys, alice):
-    http("/v1/models", alice)
-    log = kit.host_sh("cat /var/log/nginx/inference-gateway.log").stdout
-    assert "client=alice" in log
-    for secret in secret_values(keys):
-        assert secret not in log
-
-
-def test_secrets_stay_out_of_argv_journal_and_world_readable_files(served, keys):
-    argv = kit.host_sh("ps -eo args").stdout
-    journal = kit.host_sh("journalctl --no-pager -o cat").stdout
-    readable = kit.host_sh(
-        "find / -xdev \\( -path /proc -o -path /sys -o -path /opt/inference/vllm/venv \\) -prune -o "
-        "-type f -perm -o=r -size -5M -print0 | xargs -0 grep -lF -e "
-        + " -e ".join(f"'{s}'" for s in secret_values(keys))
-    ).stdout
-    for secret in secret_values(keys):
-        assert secret not in argv
-        assert secret not in journal
-    assert readable.strip() == ""
-
-
-def test_readiness_follows_the_engine_and_the_drain_flag(served):
-    wait_until_ready()
-    kit.host_sh("touch /var/lib/inference-gateway/draining")
-    try:
-        assert http("/ready")[0] == 503
-    finally:
-        kit.host_sh("rm -f /var/lib/inference-gateway/draining")
-    assert http("/ready")[0] == 200
 
 
 def probe_saw_instance_0() -> bool:
@@ -419,12 +367,6 @@ def test_the_gateway_returns_to_the_default_settings_without_an_engine_restart(s
     assert http("/v1/models", CAROL)[0] == 401
     assert [http("/v1/models", alice)[0] for _ in range(8)] == [200] * 8  # no rate limit
     assert unit_property("ExecMainStartTimestampMonotonic") == started
-
-
-def test_second_converge_changes_nothing(served, keys):
-    run = kit.playbook("site.yml", secrets_file=keys["file"])
-    assert run.rc == 0
-    assert run.recap()["changed"] == 0, run.output[-4000:]
 
 
 def test_check_diff_on_the_converged_host_changes_nothing_and_shows_no_secret(served, keys):

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 import kit
-from conftest import secret_values
 
 MODEL = "/var/lib/inference/models/tiny-vision"
 WHEEL_ONLY = ["--no-index", "--find-links", "/wheelhouse", "--no-deps"]
@@ -152,51 +151,6 @@ def test_switching_to_sglang_frees_vllm_and_keeps_the_model(sglang_host, keys):
     assert kit.host_sh("systemctl is-enabled inference-sglang@0").stdout.strip() == "enabled"
     assert ":8100" not in kit.host_sh("ss -Hltn").stdout
     assert kit.host_sh(f"test -f {MODEL}/config.json && test -x /opt/inference/vllm/venv/bin/python").returncode == 0
-
-
-def test_sglang_converge_is_idempotent(sglang_host, keys):
-    assert converge(keys, SGLANG).recap()["changed"] == 0
-
-
-def test_sglang_check_diff_is_quiet_and_shows_no_secret(sglang_host, keys):
-    run = kit.playbook("playbooks/serve.yml", "--check", "--diff", "-e", json.dumps(SGLANG), secrets_file=keys["file"])
-    assert run.rc == 0 and run.recap()["changed"] == 0, run.output[-3000:]
-    for secret in secret_values(keys):
-        assert secret not in run.output
-
-
-def test_sglang_files_keep_the_key_root_only(sglang_host, keys):
-    modes = kit.host_sh(
-        "stat -c '%n %a %U:%G' /etc/inference/sglang.yaml /etc/inference/sglang-secret.env"
-        " /etc/inference/sglang-0.env /etc/inference/sglang-logging.json /opt/inference/sglang/start_server.sh"
-    ).stdout.split("\n")
-    assert modes[:5] == [
-        "/etc/inference/sglang.yaml 600 root:root",
-        "/etc/inference/sglang-secret.env 600 root:root",
-        "/etc/inference/sglang-0.env 640 root:inference",
-        "/etc/inference/sglang-logging.json 640 root:inference",
-        "/opt/inference/sglang/start_server.sh 755 root:root",
-    ]
-    internal = keys["vault_inference_engine_internal_key"]
-    assert f"api-key: {internal}" in kit.host_sh("cat /etc/inference/sglang.yaml").stdout
-    world_readable = (
-        "find /etc /opt /usr/local /var/lib/inference -xdev -path '/opt/inference/*/venv' -prune -o"
-        " -type f -perm -o=r -print0 | xargs -0 grep -lF -e "
-    )
-    assert kit.host_sh(world_readable + " -e ".join(f"'{s}'" for s in secret_values(keys))).stdout == ""
-    unit = kit.host_sh("systemctl cat inference-sglang@0").stdout
-    for secret in secret_values(keys):
-        assert secret not in unit
-    assert "LoadCredential=sglang.yaml:/etc/inference/sglang.yaml" in unit
-
-
-def test_sglang_unit_passes_systemd_analyze_verify_in_the_host(sglang_host):
-    unit = "/etc/systemd/system/inference-sglang@.service"
-    check = kit.host_sh(f"/usr/local/libexec/inference-verify-unit {unit} inference-sglang@0.service")
-    assert check.returncode == 0, check.stdout + check.stderr
-    version = "import importlib.metadata as m; print(m.version('sglang'))"
-    installed = kit.host_sh(f'/opt/inference/sglang/venv/bin/python -c "{version}"')
-    assert installed.stdout.strip() == kit.role_default("sglang_server", "sglang_server_version")
 
 
 @pytest.mark.parametrize("variant", SGLANG_VARIANTS)

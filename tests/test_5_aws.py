@@ -361,9 +361,15 @@ BAD_INPUTS = [
 ]
 
 
+# Each as aws.yml sees it: refused before anything is created.
+THROUGH_AWS_YML = [0, 6, 15]  # no VPC, an unknown certificate, a size that is not a g6e
+
+
 @pytest.fixture(scope="module")
-def bad_input_runs(aws):
-    """Every bad input's run, four at a time, each under its own aws_name."""
+def bad_input_runs(aws, tmp_path_factory):
+    """aws.yml's checks once for all bad inputs: an inventory with one host per input, each the
+    control node with that input in its host variables (tests/playbooks/aws_checks.yml), each under
+    its own aws_name; and aws.yml itself for a few."""
     other_vpc = aws.ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     subnets = {
         "<public a>": aws.subnets[0],
@@ -379,22 +385,45 @@ def bad_input_runs(aws):
     def resolve(value):
         return [subnets.get(v, v) for v in value] if isinstance(value, list) else subnets.get(value, value)
 
-    def run(extra: dict) -> tuple[str, kit.Run]:
-        name = "bad-" + os.urandom(3).hex()
-        return name, aws.playbook(**{"aws_name": name} | {k: resolve(v) for k, v in extra.items()})
+    cases = {
+        f"case-{i:02d}": {"aws_name": "bad-" + os.urandom(3).hex()} | {k: resolve(v) for k, v in extra.items()}
+        for i, (extra, _) in enumerate(BAD_INPUTS)
+    }
+    checks = aws.check_cases(cases, tmp_path_factory.mktemp("aws-cases"))
+    by_case = kit.failures(checks.output)
+    runs = {
+        json.dumps(extra) + message: (cases[f"case-{i:02d}"]["aws_name"], kit.Run(1, by_case.get(f"case-{i:02d}", "")))
+        for i, (extra, message) in enumerate(BAD_INPUTS)
+    }
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        runs = list(pool.map(run, (extra for extra, _ in BAD_INPUTS)))
-    return dict(zip((json.dumps(extra) + message for extra, message in BAD_INPUTS), runs, strict=True))
+    def run(i: int) -> tuple[str, kit.Run]:
+        settings = cases[f"case-{i:02d}"]
+        return settings["aws_name"], aws.playbook(**settings)
+
+    with ThreadPoolExecutor(max_workers=len(THROUGH_AWS_YML)) as pool:
+        through_aws_yml = dict(zip(THROUGH_AWS_YML, pool.map(run, THROUGH_AWS_YML), strict=True))
+    return runs, through_aws_yml, checks
 
 
 @pytest.mark.parametrize(("extra", "message"), BAD_INPUTS, ids=[json.dumps(e) for e, _ in BAD_INPUTS])
 def test_bad_input_fails_before_anything_is_created(aws, bad_input_runs, extra, message):
-    name, run = bad_input_runs[json.dumps(extra) + message]
-    assert run.rc != 0 and run.said(message), run.output[-3000:]
+    runs, _, checks = bad_input_runs
+    name, run = runs[json.dumps(extra) + message]
+    assert run.said(message), run.output[-3000:] or checks.output[-3000:]
     assert aws.groups(name) == {} and aws.groups(extra.get("aws_name", name)) == {}
     groups = [g["TargetGroupName"] for g in aws.elb.describe_target_groups()["TargetGroups"]]
     assert name not in groups and extra.get("aws_name", name) not in groups
+
+
+def test_aws_yml_stops_at_its_checks_and_creates_nothing(aws, bad_input_runs):
+    _, through_aws_yml, _ = bad_input_runs
+    for i, (name, run) in through_aws_yml.items():
+        extra, message = BAD_INPUTS[i]
+        assert run.rc != 0 and run.said(message), run.output[-3000:]
+        assert "AWS | Security groups" not in run.output, f"{extra}: aws.yml went on past its checks"
+        assert aws.groups(name) == {} and aws.instances(name) == []
+        groups = [g["TargetGroupName"] for g in aws.elb.describe_target_groups()["TargetGroups"]]
+        assert name not in groups
 
 
 # A deregistration delay the test ALB lets pass in 10 s, with timeouts that fit it.
