@@ -9,10 +9,11 @@
 # Extra arguments go to pytest, e.g.
 #   tests/run.sh -k preflight
 #   tests/run.sh tests/test_2_serve.py
-# Two lanes side by side, each keeping about one of a 2-core machine's cores busy: the tests on test
-# host 1, ending with the AWS registration on it; beside them the AWS tests that need no host, the
-# day-2 tests (test hosts 5 and 6) and the lint. The second lane starts with the AWS tests while
-# the first lane's host image, wheels and models are prepared; its output follows the first's.
+# Two lanes side by side, each keeping about one of a 2-core machine's cores busy: most role
+# scenarios (test host 7), then the tests on test host 1, ending with the AWS registration on it;
+# beside them the AWS tests that need no host, the sglang_server scenario (test host 8), the day-2
+# tests (test hosts 5 and 6) and the lint. The second lane starts with the AWS tests while the
+# first lane's host image, wheels and models are prepared; its output follows the first's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -44,24 +45,52 @@ trap 'rm -rf "$work"' EXIT
 # The lanes meet there: the AWS policy test compares the policy with what both lanes' AWS tests called.
 export KIT_RUN_DIR="$work"
 second=(tests/test_5_aws.py tests/test_6_operations.py tests/test_0_static.py)
-pytest -p no:cacheprovider --durations=10 --junitxml="$work/second.xml" --basetemp="$work/second" "${second[@]}" "$@" \
-    >"$work/second.log" 2>&1 &
+second_roles=(sglang_server)  # role scenarios of the second lane, on test host 8; the first lane runs the others
+first_roles=()
+for scenario in molecule/*/molecule.yml; do
+    scenario=$(basename "$(dirname "$scenario")")
+    [[ " ${second_roles[*]} " == *" $scenario "* ]] || first_roles+=("$scenario")
+done
+with_roles=true
+[[ " $* " != *" -k "* ]] || with_roles=false  # -k selects tests, not role scenarios
+
+roles() {  # role scenarios $2..., on test host $1; prints their seconds on fd 3
+    local host=$1 status=0 start=$SECONDS
+    shift
+    if $with_roles; then
+        for scenario in "$@"; do
+            KIT_ROLE_HOST=$host molecule test -s "$scenario" || status=1
+        done
+    fi
+    echo "$((SECONDS - start))" >&3
+    return "$status"
+}
+
+second_lane() {  # the AWS tests (no host), its role scenarios once the first lane has prepared, the day-2 tests
+    local status=0
+    pytest -p no:cacheprovider --durations=10 --junitxml="$work/second-aws.xml" --basetemp="$work/second-aws" \
+        "${second[0]}" "$@" || status=$?
+    ((status == 0 || status == 5)) || status=1
+    roles 8 "${second_roles[@]}" 3>"$work/second-roles.seconds" || status=1
+    local rest=0
+    pytest -p no:cacheprovider --durations=10 --junitxml="$work/second.xml" --basetemp="$work/second" \
+        "${second[@]:1}" "$@" || rest=$?
+    ((rest == 0 || rest == 5)) || status=1
+    return "$status"
+}
+second_lane "$@" >"$work/second.log" 2>&1 &
 second_pid=$!
 trap 'kill "$second_pid" 2>/dev/null || true; rm -rf "$work"' EXIT  # a failed setup stops the second lane too
 SECONDS=0
 prepare
 setup_seconds=$SECONDS
-if [[ " $* " != *" -k "* ]]; then
-    # The day-2 fleet's image (engine installed) builds beside the first tests; the fleet waits for it.
+if $with_roles; then
+    # The day-2 fleet's image (engine installed) builds beside the first tests; the fleet and the
+    # vllm_server scenario wait for it.
     python tests/testhosts.py engine-image >"$work/engine-image.log" 2>&1 &
 fi
 role_status=0
-role_seconds=0
-if [[ " $* " != *" -k "* ]]; then
-    SECONDS_BEFORE_ROLES=$SECONDS
-    molecule test --all || role_status=$?
-    role_seconds=$((SECONDS - SECONDS_BEFORE_ROLES))
-fi
+roles 7 "${first_roles[@]}" 3>"$work/first-roles.seconds" || role_status=$?
 status=0
 ignored=(--ignore=tests/unit)
 for file in "${second[@]}"; do ignored+=(--ignore="$file"); done
@@ -72,10 +101,13 @@ wait "$second_pid" || second_status=$?
 echo "=============================== ${second[*]} (exit $second_status)"
 cat "$work/second.log"
 echo "=============================== minutes per file (setup included; the two lanes overlap)"
-python tests/kit.py file-times "$work/first.xml" "$work/second.xml"
-echo "=============================== time per tier: unit ${unit_seconds} s, role ${role_seconds} s," \
-    "hosts $((SECONDS / 60)) min (of which ${setup_seconds} s preparing the first lane's host image, wheels and" \
-    "models, and the role tier's ${role_seconds} s in the first lane)"
+python tests/kit.py file-times "$work/first.xml" "$work/second-aws.xml" "$work/second.xml"
+first_roles_seconds=$(cat "$work/first-roles.seconds")
+second_roles_seconds=$(cat "$work/second-roles.seconds" 2>/dev/null || echo 0)
+echo "=============================== time per tier: unit ${unit_seconds} s;" \
+    "role $((first_roles_seconds + second_roles_seconds)) s (${first_roles[*]}: ${first_roles_seconds} s in the" \
+    "first lane; ${second_roles[*]}: ${second_roles_seconds} s in the second);" \
+    "hosts and roles $((SECONDS / 60)) min in two lanes (${setup_seconds} s of it preparing the host image, wheels and models)"
 for rc in "$role_status" "$status" "$second_status"; do
     ((rc == 0 || rc == 5)) || exit 1  # 5: -k selected nothing in that lane
 done
