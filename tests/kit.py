@@ -231,7 +231,7 @@ def failures(output: str) -> dict[str, str]:
             found[current].append(line)
             continue
         current = None
-        result = re.match(r"(?:fatal|failed): \[([^\]]+)\]", line)
+        result = re.match(r"(?:fatal|failed): \[([^\]]+?)(?: -> [^\]]*)?\]", line)
         if result:
             current = result.group(1)
             found.setdefault(current, []).extend([*pending, line])

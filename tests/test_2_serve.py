@@ -215,6 +215,21 @@ def probe_saw_instance_0() -> bool:
     return kit.host_sh("ls /run/inference-ready").stdout.split() == ["0"]
 
 
+def test_secrets_stay_out_of_argv_journal_and_world_readable_files(served, keys):
+    """The whole host after site.yml and traffic (each role's scenario checks its own part)."""
+    argv = kit.host_sh("ps -eo args").stdout
+    journal = kit.host_sh("journalctl --no-pager -o cat").stdout
+    readable = kit.host_sh(
+        "find / -xdev \\( -path /proc -o -path /sys -o -path /opt/inference/vllm/venv \\) -prune -o "
+        "-type f -perm -o=r -size -5M -print0 | xargs -0 grep -lF -e "
+        + " -e ".join(f"'{s}'" for s in secret_values(keys))
+    ).stdout
+    for secret in secret_values(keys):
+        assert secret not in argv
+        assert secret not in journal
+    assert readable.strip() == ""
+
+
 def test_a_stopped_engine_stays_stopped_and_a_drained_host_stays_out_after_a_reboot(served):
     restarts = unit_property("NRestarts")
     kit.host_sh(f"systemctl stop {UNIT}")
