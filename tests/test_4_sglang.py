@@ -74,8 +74,8 @@ logging.getLogger("sglang.srt.managers.scheduler").info("an ordinary INFO line")
 """
 
 
-def converge(keys, extra: dict, playbook: str = "playbooks/serve.yml") -> kit.Run:
-    run = kit.playbook(playbook, "-e", json.dumps(extra), secrets_file=keys["file"], quiet=True)
+def converge(keys, extra: dict, playbook: str = "playbooks/serve.yml", *args: str) -> kit.Run:
+    run = kit.playbook(playbook, *args, "-e", json.dumps(extra), secrets_file=keys["file"], quiet=True)
     assert run.rc == 0, run.output[-4000:]
     return run
 
@@ -107,7 +107,7 @@ def sglang_options(argv: list[str], names: list[str]) -> dict:
 
 def serving_vllm() -> bool:
     """The test host serves vLLM and no SGLang files (the earlier test files leave it so, with the
-    default settings)."""
+    model on the instance store)."""
     return kit.host_sh("systemctl is-active --quiet inference-vllm@0 && ! ls /etc/inference/sglang*").returncode == 0
 
 
@@ -130,20 +130,8 @@ def sglang_host(vllm_host, keys):
     kit.remove_fake_nvidia_smi(vllm_host)
 
 
-def test_vllm_parser_accepts_what_the_kit_renders(vllm_host, keys, tmp_path):
-    """vLLM 0.33.0's own parser (the CUDA build's pin) judges what the CPU test host runs."""
-    argv = rendered_argv("vllm", tmp_path)
-    result = parse("vllm", VLLM_PARSE, *argv)
-    assert result.returncode == 0, result.stderr[-3000:]
-    args = json.loads(result.stdout.splitlines()[-1])
-    assert args["model"] == MODEL and args["served_model_name"] == ["tiny-vision"]
-    assert (args["host"], args["port"], args["max_model_len"], args["max_num_seqs"]) == ("127.0.0.1", 8100, 512, 8)
-    assert (args["shutdown_timeout"], args["gpu_memory_utilization"], args["sse_keep_alive_interval"]) == (20, 0.9, 15)
-    assert args["limit_mm_per_prompt"] == {"image": 1} and args["enforce_eager"] is True
-    assert args.get("api_key") in (None, "None")  # the key reaches vLLM through VLLM_API_KEY only
-
-
 def test_switching_to_sglang_frees_vllm_and_keeps_the_model(sglang_host, keys):
+    """After test_3_instance_store.py the model comes back from the instance store as well."""
     assert sglang_host.recap()["changed"] > 0
     units = kit.host_sh("systemctl list-unit-files --no-legend 'inference-*' ; ls /etc/inference").stdout
     assert "vllm" not in units and "inference-sglang@.service" in units, units
@@ -151,13 +139,14 @@ def test_switching_to_sglang_frees_vllm_and_keeps_the_model(sglang_host, keys):
     assert kit.host_sh("systemctl is-enabled inference-sglang@0").stdout.strip() == "enabled"
     assert ":8100" not in kit.host_sh("ss -Hltn").stdout
     assert kit.host_sh(f"test -f {MODEL}/config.json && test -x /opt/inference/vllm/venv/bin/python").returncode == 0
+    assert kit.host_sh("systemctl cat inference-model-cache.service").returncode != 0  # the instance store's
 
 
 @pytest.mark.parametrize("variant", SGLANG_VARIANTS)
 def test_sglang_parser_accepts_what_the_kit_renders(sglang_host, keys, tmp_path, variant):
     settings, expected = SGLANG_VARIANTS[variant]
-    if settings:  # the defaults are what the host has since sglang_host
-        converge(keys, {**SGLANG, **settings})
+    if settings:  # the defaults are what the host has since sglang_host; the others need the files only
+        converge(keys, {**SGLANG, **settings}, "playbooks/serve.yml", "--tags", "inference_engine_configure")
     argv = rendered_argv("sglang", tmp_path)
     fixed = {
         "model_path": MODEL,
@@ -214,6 +203,9 @@ def test_only_the_silenced_logger_prints_sglang_options():
 def test_switching_back_to_vllm_removes_sglang_installs_without_starting_then_serves(sglang_host, keys):
     """Back to vLLM with inference_engine_start false (stopped, enabled, out of service), then
     true (serving again)."""
+    # Back on the CPU build: without the stand-in GPU, as the files after this one find the host
+    # (with it, the instance's environment would name the GPU, and their first converge restart it).
+    kit.remove_fake_nvidia_smi(kit.HOST)
     stopped = converge(keys, {"inference_engine_start": False}, "site.yml")
     assert stopped.recap()["changed"] > 0
     assert "Skip hosts whose engines were installed without starting" in stopped.output
@@ -230,4 +222,18 @@ def test_switching_back_to_vllm_removes_sglang_installs_without_starting_then_se
     assert kit.host_sh("systemctl is-active inference-vllm@0").stdout.strip() == "active"
     health = kit.host_sh("inference-health-check --base-url http://127.0.0.1:8000 --depth live --ready")
     assert health.returncode == 0, health.stdout + health.stderr
-    # A converge of the same settings changing nothing is test_2's (and test_5_aws_registration's).
+    # A converge of the same settings changing nothing: test_2's check-diff, test_5_aws_registration's site.yml.
+
+
+def test_vllm_parser_accepts_what_the_kit_renders(vllm_host, keys, tmp_path):
+    """vLLM 0.33.0's own parser (the CUDA build's pin) judges what the CPU test host runs, back on
+    vLLM with the default settings."""
+    argv = rendered_argv("vllm", tmp_path)
+    result = parse("vllm", VLLM_PARSE, *argv)
+    assert result.returncode == 0, result.stderr[-3000:]
+    args = json.loads(result.stdout.splitlines()[-1])
+    assert args["model"] == MODEL and args["served_model_name"] == ["tiny-vision"]
+    assert (args["host"], args["port"], args["max_model_len"], args["max_num_seqs"]) == ("127.0.0.1", 8100, 512, 8)
+    assert (args["shutdown_timeout"], args["gpu_memory_utilization"], args["sse_keep_alive_interval"]) == (20, 0.9, 15)
+    assert args["limit_mm_per_prompt"] == {"image": 1} and args["enforce_eager"] is True
+    assert args.get("api_key") in (None, "None")  # the key reaches vLLM through VLLM_API_KEY only
