@@ -30,7 +30,8 @@ FIRST, SECOND = (kit.host_name(n) for n in HOSTS)
 GROUP = "day2"  # the kit's aws_name: target group, load balancer and security groups
 UNIT = "inference-vllm@0.service"
 MODEL = "tiny-vision"  # the served name (inventory/local/group_vars)
-FAST = {"inference_service_load_balancer_delay": 5}  # the test load balancer checks /ready every second
+# The test load balancer checks /ready every second, and follows the target group every half second.
+FAST = {"inference_service_load_balancer_delay": 5, "inference_service_deregistration_grace": 5}
 # Filled by the fleet fixture: the tiny text model in place of the vision one, and a changed engine setting.
 UPGRADE: dict = {}
 
