@@ -52,6 +52,11 @@ class LoadBalancer:
         )
 
     def start(self) -> LoadBalancer:
+        # HAProxy binds with SO_REUSEPORT: one left by an interrupted run would share the port and
+        # route part of the requests by its stale server states.
+        subprocess.run(["pkill", "-f", f"{self.dir}/haproxy.cfg"], check=False)
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            raise RuntimeError(f"127.0.0.1:{self.port} is taken: the test load balancer needs it")
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
         (self.dir / "haproxy.cfg").write_text(self.config())
@@ -162,7 +167,9 @@ class Load:
                 ok = bool(raw.parse().choices)
             error = None if ok else f"request {n} ended without a finish reason"
         except Exception as exc:  # noqa: BLE001 - every failure counts, whatever its kind
-            served, error = "?", f"request {n}: {type(exc).__name__}: {exc}"
+            response = getattr(exc, "response", None)  # an HTTP error: the load balancer names the host
+            served = response.headers.get("x-served-by", "?") if response is not None else "?"
+            error = f"request {n} ({time.strftime('%H:%M:%S')}, {served}): {type(exc).__name__}: {exc}"
         with self._lock:
             if error:
                 self.stats.failed += 1
@@ -192,7 +199,7 @@ class Load:
         test = os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].split(" ")[0]
         REPORT.append((test, label, self.stats))
         print(f"{label}: {self.stats}")
-        for error in self.stats.errors[:10]:
+        for error in self.stats.errors[:30]:
             print(f"load: {error}")
         return self.stats
 
