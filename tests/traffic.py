@@ -55,7 +55,13 @@ class LoadBalancer:
         # HAProxy binds with SO_REUSEPORT: one left by an interrupted run would share the port and
         # route part of the requests by its stale server states.
         subprocess.run(["pkill", "-f", f"{self.dir}/haproxy.cfg"], check=False)
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+        for _ in range(50):  # until a stale one has exited
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            except OSError:
+                break
+            time.sleep(0.1)
+        else:
             raise RuntimeError(f"127.0.0.1:{self.port} is taken: the test load balancer needs it")
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
