@@ -407,6 +407,7 @@ def test_check_mode_shows_the_rollout_and_changes_nothing(fleet, models):
     before = {host: started(host) for host in (FIRST, SECOND)}
     run = fleet.playbook("playbooks/rolling.yml", "--check", **UPGRADE)
     assert run.rc == 0, run.output[-3000:]
+    assert run.recap(FIRST)["changed"] > 0 and run.recap(SECOND)["changed"] > 0, run.output[-3000:]
     assert {host: started(host) for host in (FIRST, SECOND)} == before
     assert not draining(FIRST) and not draining(SECOND)
     assert fleet.targets() == {FIRST: "healthy", SECOND: "healthy"}
