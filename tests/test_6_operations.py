@@ -34,6 +34,9 @@ MODEL = "tiny-vision"  # the served name (inventory/local/group_vars)
 FAST = {"inference_service_load_balancer_delay": 5, "inference_service_deregistration_grace": 5}
 # Filled by the fleet fixture: the tiny text model in place of the vision one, and a changed engine setting.
 UPGRADE: dict = {}
+# The tiny model knows 2048 positions: vLLM refuses 4096, so a rollout of this cannot start its first host.
+PENDING = {"inference_engine_context_length": 4096}
+PENDING_CHANGES: set[str] = set()  # filled below, once seen
 
 
 @dataclass
@@ -346,19 +349,30 @@ def test_an_upgrade_through_site_yml_restarts_one_host_at_a_time_and_drops_no_re
     assert all(engine_status(host, old_key) == 401 for host in (FIRST, SECOND)), "the old engine key still works"
     assert fleet.targets() == {FIRST: "healthy", SECOND: "healthy"}
     assert not draining(FIRST) and not draining(SECOND)
-    # The upgrade is now the hosts' settings: nothing left to restart, nothing changed.
+    # That nothing is left to change is the next test's: its check mode shows the pending change alone.
+
+
+def test_check_mode_on_the_upgraded_fleet_shows_the_pending_change_alone_and_changes_nothing(fleet):
+    """site.yml --check --diff with the next test's change on the serving fleet: each host shows that
+    one engine setting and the restart it needs, nothing else (the upgrade left nothing to change),
+    and nothing is drained or restarted."""
     before = {host: started(host) for host in (FIRST, SECOND)}
-    again = fleet.playbook("site.yml", **UPGRADE)
-    assert again.rc == 0 and again.recap(FIRST)["changed"] == 0 and again.recap(SECOND)["changed"] == 0
+    run = fleet.playbook("site.yml", "--check", "--diff", **UPGRADE | PENDING)
+    assert run.rc == 0, run.output[-3000:]
+    assert run.recap("localhost")["changed"] == 0, run.output[-3000:]  # the AWS side
+    for host in (FIRST, SECOND):
+        assert run.changed_tasks(host) == PENDING_CHANGES, (host, run.output[-3000:])
+    assert run.said("+max-model-len: 4096")
     assert {host: started(host) for host in (FIRST, SECOND)} == before
+    assert not draining(FIRST) and not draining(SECOND)
+    assert fleet.targets() == {FIRST: "healthy", SECOND: "healthy"}
 
 
 def test_a_failing_rollout_stops_at_its_host_which_stays_out_until_rolled_back(fleet):
     before = started(SECOND)
     load = fleet.load()
-    # The tiny model knows 2048 positions: vLLM refuses 4096, so the first host cannot start.
     # site.yml, the main command, rolls serving hosts one at a time as rolling.yml does.
-    run = fleet.playbook("site.yml", **UPGRADE | {"inference_engine_context_length": 4096})
+    run = fleet.playbook("site.yml", **UPGRADE | PENDING)
     failed_rollout = load.stop("during the failing rollout")
     assert run.rc != 0
     assert run.said(f"{FIRST} failed at ") and run.said("the hosts after it were not touched"), run.output[-3000:]
@@ -400,17 +414,6 @@ def test_a_failing_rollout_stops_at_its_host_which_stays_out_until_rolled_back(f
     assert back.rc == 0, back.output[-3000:]
     assert fleet.targets() == {FIRST: "healthy", SECOND: "healthy"} and not draining(FIRST)
     assert rollback.failed == 0 and rollback.completed > 0, rollback.errors[:5]
-
-
-def test_check_mode_shows_the_rollout_and_changes_nothing(fleet, models):
-    """rolling.yml restarts every host, so its --check reports the drain, stop and start it would do."""
-    before = {host: started(host) for host in (FIRST, SECOND)}
-    run = fleet.playbook("playbooks/rolling.yml", "--check", **UPGRADE)
-    assert run.rc == 0, run.output[-3000:]
-    assert run.recap(FIRST)["changed"] > 0 and run.recap(SECOND)["changed"] > 0, run.output[-3000:]
-    assert {host: started(host) for host in (FIRST, SECOND)} == before
-    assert not draining(FIRST) and not draining(SECOND)
-    assert fleet.targets() == {FIRST: "healthy", SECOND: "healthy"}
 
 
 def test_a_rollout_that_would_take_the_last_capacity_is_refused(fleet, models):
