@@ -387,11 +387,3 @@ def test_the_gateway_returns_to_the_default_settings_without_an_engine_restart(s
     assert http("/v1/models", CAROL)[0] == 401
     assert [http("/v1/models", alice)[0] for _ in range(8)] == [200] * 8  # no rate limit
     assert unit_property("ExecMainStartTimestampMonotonic") == started
-
-
-def test_check_diff_on_the_converged_host_changes_nothing_and_shows_no_secret(served, keys):
-    run = kit.playbook("playbooks/serve.yml", "--check", "--diff", secrets_file=keys["file"])
-    assert run.rc == 0
-    assert run.recap()["changed"] == 0, run.output[-4000:]
-    for secret in secret_values(keys):
-        assert secret not in run.output

@@ -223,7 +223,7 @@ def test_switching_back_to_vllm_removes_sglang_installs_without_starting_then_se
     assert kit.host_sh("systemctl is-active inference-vllm@0").stdout.strip() == "active"
     health = kit.host_sh("inference-health-check --base-url http://127.0.0.1:8000 --depth live --ready")
     assert health.returncode == 0, health.stdout + health.stderr
-    # A converge of the same settings changing nothing: test_2's check-diff, test_5_aws_registration's site.yml.
+    # A converge of the same settings changing nothing on the host: test_5_aws_registration's site.yml.
 
 
 def test_vllm_parser_accepts_what_the_kit_renders(vllm_host, keys, tmp_path):

@@ -21,6 +21,7 @@ def aws():
 
 
 E2E = "e2e"
+REGISTRATION = "aws_targets : Register every gateway port of every host and deregister the leavers"
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +35,13 @@ def e2e(aws, host, keys):
 
 
 def test_site_runs_infrastructure_hosts_and_registration_end_to_end(aws, keys, e2e):
-    instance, settings, _ = e2e
+    instance, settings, first = e2e
     assert aws.targets(E2E) == {f"{instance}:{kit.GATEWAY_PORT}": "healthy"}
+    # The host serves these settings already (test_4 switched it back to vLLM): only its registration changes.
+    assert first.changed_tasks() == {REGISTRATION}, first.output[-3000:]
     # That site.yml then finds nothing to change is the day-2 fleet's (tests/test_6_operations.py: its
-    # check mode shows a pending engine setting and nothing else). --check of the host side is tested
-    # without AWS (test_2), of aws.yml in test_5_aws.py; here the registration's.
+    # check mode shows a pending engine setting and nothing else). --check of the host side is
+    # tested there and in each role's scenario, of aws.yml in test_5_aws.py; here the registration's.
     check = aws.playbook("--check", playbook="playbooks/register.yml", secrets=keys["file"], **settings)
     assert check.rc == 0 and check.recap()["changed"] == 0, check.output[-3000:]
 

@@ -24,6 +24,7 @@ import yaml
 from traffic import Load, LoadBalancer, wait_for
 
 import kit
+from conftest import secret_values
 
 HOSTS = [5, 6]  # test hosts of this module: kit-host-5 and kit-host-6 (lanes use 1, 2, 3)
 FIRST, SECOND = (kit.host_name(n) for n in HOSTS)
@@ -363,6 +364,8 @@ def test_check_mode_on_the_upgraded_fleet_shows_the_pending_change_alone_and_cha
     for host in (FIRST, SECOND):
         assert run.changed_tasks(host) == PENDING_CHANGES, (host, run.output[-3000:])
     assert run.said("+max-model-len: 4096")
+    for secret in secret_values(fleet.secrets()):
+        assert secret not in run.output
     assert {host: started(host) for host in (FIRST, SECOND)} == before
     assert not draining(FIRST) and not draining(SECOND)
     assert fleet.targets() == {FIRST: "healthy", SECOND: "healthy"}
