@@ -37,7 +37,16 @@ FAST = {"inference_service_load_balancer_delay": 5, "inference_service_deregistr
 UPGRADE: dict = {}
 # The tiny model knows 2048 positions: vLLM refuses 4096, so a rollout of this cannot start its first host.
 PENDING = {"inference_engine_context_length": 4096}
-PENDING_CHANGES: set[str] = set()  # filled below, once seen
+# What site.yml --check reports changed on each host for it: the options file it writes, the
+# manifest that records it, and the rollout's drain and stop (check mode skips the start).
+PENDING_CHANGES = {
+    "inference_engine : plan | Compare the engine options and the other configuration files",
+    "inference_engine : configure | Write the engine options",
+    "inference_manifest : Write what the host runs (engine, model, instances, gateway ports; no secret)",
+    "inference_service : out | Mark the host draining (the gateway's /ready answers 503)",
+    "aws_targets : deregister | Deregister every gateway port of the batch's hosts",
+    "inference_service : stop | Stop the units (each engine drains for up to its shutdown timeout)",
+}
 
 
 @dataclass
@@ -355,8 +364,8 @@ def test_an_upgrade_through_site_yml_restarts_one_host_at_a_time_and_drops_no_re
 
 def test_check_mode_on_the_upgraded_fleet_shows_the_pending_change_alone_and_changes_nothing(fleet):
     """site.yml --check --diff with the next test's change on the serving fleet: each host shows that
-    one engine setting and the restart it needs, nothing else (the upgrade left nothing to change),
-    and nothing is drained or restarted."""
+    one engine setting and the rollout it needs, nothing else (the upgrade left nothing to change),
+    no key shows, and nothing is drained or restarted."""
     before = {host: started(host) for host in (FIRST, SECOND)}
     run = fleet.playbook("site.yml", "--check", "--diff", **UPGRADE | PENDING)
     assert run.rc == 0, run.output[-3000:]
