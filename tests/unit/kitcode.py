@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 from pathlib import Path
 
@@ -10,11 +11,12 @@ NVIDIA_SMI = REPO / "tests" / "fixtures" / "nvidia-smi"  # real nvidia-smi outpu
 
 
 def load(relative: str):
-    """The Python file REPO/RELATIVE as a module (filter plugins and scripts are not packages)."""
+    """The Python file REPO/RELATIVE as a module (filter plugins and scripts are not packages; some
+    installed programs, such as the readiness probe, have no .py suffix)."""
     path = REPO / relative
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    loader = importlib.machinery.SourceFileLoader(path.stem.replace("-", "_"), str(path))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
     return module
 
 

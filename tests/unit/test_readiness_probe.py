@@ -3,16 +3,10 @@ instance every INTERVAL seconds, one without its flag every RETRY seconds."""
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
-
 import pytest
-from kitcode import REPO
+from kitcode import load
 
-PATH = REPO / "roles" / "inference_engine" / "files" / "inference-probe"
-LOADER = importlib.machinery.SourceFileLoader("inference_probe", str(PATH))  # no .py suffix
-probe = importlib.util.module_from_spec(importlib.util.spec_from_loader(LOADER.name, LOADER))
-LOADER.exec_module(probe)
+probe = load("roles/inference_engine/files/inference-probe")
 
 
 @pytest.mark.parametrize(
