@@ -102,6 +102,11 @@ def unit(host: str, prop: str) -> str:
     return kit.host_sh(f"systemctl show -p {prop} --value {UNIT}", host).stdout.strip()
 
 
+def unit_state(host: str, *props: str) -> list[str]:
+    """PROPS of the engine unit on HOST as NAME=VALUE lines, read at one instant."""
+    return kit.host_sh(f"systemctl show {' '.join('-p ' + p for p in props)} {UNIT}", host).stdout.split()
+
+
 def started(host: str) -> str:
     return unit(host, "ActiveEnterTimestampMonotonic")
 
@@ -404,9 +409,17 @@ def test_a_failing_rollout_stops_at_its_host_which_stays_out_until_rolled_back(f
     assert unit(FIRST, "ActiveState") == "failed" and unit(FIRST, "NRestarts") == restarts
 
     # A rollout whose engine is killed while starting stops there as well; the host stays out.
+    # The kill waits for the engine's own process (ExecStart): while ExecStartPre runs, the unit
+    # is activating too, but has no main process to kill.
+    def engine_process_starting() -> bool:
+        state = dict(line.split("=", 1) for line in unit_state(FIRST, "ActiveState", "MainPID"))
+        return state["ActiveState"] == "activating" and state["MainPID"] != "0"
+
+    kills = []
+
     def kill_when_starting():
-        wait_for(lambda: unit(FIRST, "ActiveState") == "activating", 300, f"{FIRST}'s engine to start again")
-        kit.host_sh(f"systemctl kill --kill-whom=main --signal=SIGKILL {UNIT}", FIRST)
+        wait_for(engine_process_starting, 300, f"{FIRST}'s engine to start again")
+        kills.append(kit.host_sh(f"systemctl kill --kill-whom=main --signal=SIGKILL {UNIT}", FIRST))
 
     killer = threading.Thread(target=kill_when_starting, daemon=True)
     load = fleet.load()
@@ -414,6 +427,7 @@ def test_a_failing_rollout_stops_at_its_host_which_stays_out_until_rolled_back(f
     killed = fleet.playbook("playbooks/rolling.yml", **UPGRADE)
     killed_rollout = load.stop("during a rollout whose engine is killed while starting")
     killer.join(timeout=5)
+    assert [kill.returncode for kill in kills] == [0], [kill.stderr for kill in kills]
     assert killed.rc != 0
     assert killed.said(f"{FIRST} failed at ") and killed.said("Unable to start service"), killed.output[-3000:]
     assert started(SECOND) == before and fleet.targets()[SECOND] == "healthy"
