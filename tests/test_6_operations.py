@@ -412,8 +412,8 @@ def test_a_failing_rollout_stops_at_its_host_which_stays_out_until_rolled_back(f
     # The kill waits for the engine's own process (ExecStart): while ExecStartPre runs, the unit
     # is activating too, but has no main process to kill.
     def engine_process_starting() -> bool:
-        state = dict(line.split("=", 1) for line in unit_state(FIRST, "ActiveState", "MainPID"))
-        return state["ActiveState"] == "activating" and state["MainPID"] != "0"
+        state = dict(line.split("=", 1) for line in unit_state(FIRST, "ActiveState", "MainPID") if "=" in line)
+        return state.get("ActiveState") == "activating" and state.get("MainPID", "0") != "0"
 
     kills = []
 
