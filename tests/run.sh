@@ -12,8 +12,9 @@
 # Two lanes side by side, each keeping about one of a 2-core machine's cores busy: most role
 # scenarios (test host 7), then the lint and the tests on test host 1, ending with the AWS
 # registration on it; beside them the AWS tests that need no host, the sglang_server scenario
-# (test host 8) and the day-2 tests (test hosts 5 and 6). The second lane starts with the AWS tests while the
-# first lane's host image, wheels and models are prepared; its output follows the first's.
+# (test host 8) and the day-2 tests (test hosts 5 and 6). The second lane starts with the AWS
+# tests while the first lane's host image, wheels and models are prepared; its output follows the
+# first's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh

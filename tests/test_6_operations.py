@@ -102,9 +102,10 @@ def unit(host: str, prop: str) -> str:
     return kit.host_sh(f"systemctl show -p {prop} --value {UNIT}", host).stdout.strip()
 
 
-def unit_state(host: str, *props: str) -> list[str]:
-    """PROPS of the engine unit on HOST as NAME=VALUE lines, read at one instant."""
-    return kit.host_sh(f"systemctl show {' '.join('-p ' + p for p in props)} {UNIT}", host).stdout.split()
+def unit_state(host: str, *props: str) -> dict[str, str]:
+    """PROPS of the engine unit on HOST, read at one instant (none when the read fails)."""
+    lines = kit.host_sh(f"systemctl show {' '.join('-p ' + p for p in props)} {UNIT}", host).stdout.split()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
 def started(host: str) -> str:
@@ -412,7 +413,7 @@ def test_a_failing_rollout_stops_at_its_host_which_stays_out_until_rolled_back(f
     # The kill waits for the engine's own process (ExecStart): while ExecStartPre runs, the unit
     # is activating too, but has no main process to kill.
     def engine_process_starting() -> bool:
-        state = dict(line.split("=", 1) for line in unit_state(FIRST, "ActiveState", "MainPID") if "=" in line)
+        state = unit_state(FIRST, "ActiveState", "MainPID")
         return state.get("ActiveState") == "activating" and state.get("MainPID", "0") != "0"
 
     kills = []
