@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kitcode import load
 
-cidrs = load("roles/aws_network/filter_plugins/cidrs.py")
+cidrs = load("roles/inference/filter_plugins/cidrs.py")
 
 
 @pytest.mark.parametrize(

@@ -93,30 +93,34 @@ ENGINE = {
 }
 MODEL = {"source": "hf", "repo": "Qwen/Qwen3-VL-8B-Instruct", "revision": "0c351dd", "path": "/opt/dlami/nvme/m"}
 GATEWAY = {"unit": "nginx.service", "ports": [8000], "settings_digest": "g1"}
+METRICS = {"port": 9500, "targets": [{"path": "/metrics/node", "port": 9100}], "settings_digest": "m1"}
 
 
 def test_the_manifest_digest_follows_every_part():
-    manifest = layout.inference_manifest(ENGINE, MODEL, GATEWAY)
-    assert {k: manifest[k] for k in ("engine", "model", "gateway")} == {
+    manifest = layout.inference_manifest(ENGINE, MODEL, GATEWAY, METRICS)
+    assert {k: manifest[k] for k in ("engine", "model", "gateway", "metrics")} == {
         "engine": ENGINE,
         "model": MODEL,
         "gateway": GATEWAY,
+        "metrics": METRICS,
     }
-    assert layout.inference_manifest(dict(ENGINE), dict(MODEL), dict(GATEWAY)) == manifest  # stable
+    assert layout.inference_manifest(dict(ENGINE), dict(MODEL), dict(GATEWAY), dict(METRICS)) == manifest  # stable
     for changed in (
-        layout.inference_manifest(ENGINE | {"version": "0.33.1"}, MODEL, GATEWAY),
-        layout.inference_manifest(ENGINE, MODEL | {"revision": "1d2e3f4"}, GATEWAY),
-        layout.inference_manifest(ENGINE, MODEL, GATEWAY | {"settings_digest": "g2"}),
+        layout.inference_manifest(ENGINE | {"version": "0.33.1"}, MODEL, GATEWAY, METRICS),
+        layout.inference_manifest(ENGINE, MODEL | {"revision": "1d2e3f4"}, GATEWAY, METRICS),
+        layout.inference_manifest(ENGINE, MODEL, GATEWAY | {"settings_digest": "g2"}, METRICS),
+        layout.inference_manifest(ENGINE, MODEL, GATEWAY, METRICS | {"port": 9501}),
     ):
         assert changed["settings_digest"] != manifest["settings_digest"]
 
 
 def test_the_manifest_holds_what_it_is_given_and_no_more():
-    assert set(layout.inference_manifest(ENGINE, MODEL, GATEWAY)) == {
+    assert set(layout.inference_manifest(ENGINE, MODEL, GATEWAY, METRICS)) == {
         "schema",
         "engine",
         "model",
         "gateway",
+        "metrics",
         "settings_digest",
     }
 
@@ -124,13 +128,41 @@ def test_the_manifest_holds_what_it_is_given_and_no_more():
 @pytest.mark.parametrize(
     ("running", "differences"),
     [
-        (layout.inference_manifest(ENGINE, MODEL, GATEWAY), []),
-        (layout.inference_manifest(ENGINE | {"version": "0.32.0"}, MODEL, GATEWAY), ["engine"]),
-        (layout.inference_manifest(ENGINE, MODEL | {"path": "/x"}, GATEWAY | {"ports": [9000]}), ["model", "gateway"]),
-        ({}, ["engine", "model", "gateway"]),  # never converged by this kit
-        (None, ["engine", "model", "gateway"]),
+        (layout.inference_manifest(ENGINE, MODEL, GATEWAY, METRICS), []),
+        (layout.inference_manifest(ENGINE | {"version": "0.32.0"}, MODEL, GATEWAY, METRICS), ["engine"]),
+        (
+            layout.inference_manifest(ENGINE, MODEL | {"path": "/x"}, GATEWAY | {"ports": [9000]}, METRICS),
+            ["model", "gateway"],
+        ),
+        ({}, ["engine", "model", "gateway", "metrics"]),  # never converged by this kit
+        (None, ["engine", "model", "gateway", "metrics"]),
     ],
 )
 def test_what_a_host_runs_against_the_settings(running, differences):
-    configured = layout.inference_manifest(ENGINE, MODEL, GATEWAY)
+    configured = layout.inference_manifest(ENGINE, MODEL, GATEWAY, METRICS)
     assert layout.inference_manifest_differences(running, configured) == differences
+
+
+EXPORTER_PORTS = {"node": 9100, "gateway": 3903, "nginx": 9113, "gpu": 9400}
+
+
+def test_the_metrics_listener_serves_each_exporter_and_each_instance():
+    instances = layout.inference_instances([0, 1], "vllm", 8100, [0, 1, 2, 3], 2)
+    targets = layout.inference_metrics_targets(instances, 4, EXPORTER_PORTS)
+    assert [target["path"] for target in targets] == [
+        "/metrics/node",
+        "/metrics/gateway",
+        "/metrics/nginx",
+        "/metrics/gpu",
+        "/metrics/engine/0",
+        "/metrics/engine/1",
+    ]
+    assert [target["port"] for target in targets] == [9100, 3903, 9113, 9400, 8100, 8101]
+    assert targets[4]["labels"] == {"exporter": "engine", "engine_instance": "0", "gpu": "0,1"}
+    assert targets[5]["labels"] == {"exporter": "engine", "engine_instance": "1", "gpu": "2,3"}
+
+
+def test_a_host_without_gpus_has_no_gpu_exporter_and_unlabelled_gpus():
+    targets = layout.inference_metrics_targets(layout.inference_instances([0], "vllm", 8100, [], 1), 0, EXPORTER_PORTS)
+    assert "/metrics/gpu" not in [target["path"] for target in targets]
+    assert targets[-1]["labels"] == {"exporter": "engine", "engine_instance": "0", "gpu": ""}

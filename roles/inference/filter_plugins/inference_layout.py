@@ -47,19 +47,45 @@ def inference_unit_of_settings(name):
     return inference_engine_unit(match.group(1), int(match.group(2))) if match else None
 
 
-MANIFEST_PARTS = ("engine", "model", "gateway")
+def inference_metrics_targets(instances, gpu_count, exporter_ports):
+    """What the metrics listener serves: one path per exporter and per engine instance (INSTANCES
+    as inference_instances gives them), each with the loopback port it proxies to and the labels
+    Prometheus puts on its series: "exporter", and for an instance "engine_instance" and "gpu"
+    (its GPUs' indices, comma separated; dcgm-exporter's gpu label when an instance has one GPU).
+    EXPORTER_PORTS maps node, gateway, nginx and gpu to their loopback ports; the GPU exporter is
+    served only on a host with GPUs (GPU_COUNT > 0)."""
+    exporters = ["node", "gateway", "nginx"] + (["gpu"] if int(gpu_count) > 0 else [])
+    targets = [
+        {"path": f"/metrics/{name}", "port": int(exporter_ports[name]), "labels": {"exporter": name}}
+        for name in exporters
+    ]
+    return targets + [
+        {
+            "path": f"/metrics/engine/{instance['id']}",
+            "port": int(instance["port"]),
+            "labels": {
+                "exporter": "engine",
+                "engine_instance": str(instance["id"]),
+                "gpu": ",".join(str(gpu) for gpu in instance["gpus"]),
+            },
+        }
+        for instance in instances
+    ]
 
 
-def inference_manifest(engine, model, gateway):
-    """The host manifest from the parts the engine, model and gateway roles record (none holds a
-    secret), with one digest of them all: equal digests, same deployment."""
-    parts = {"engine": engine, "model": model, "gateway": gateway}
+MANIFEST_PARTS = ("engine", "model", "gateway", "metrics")
+
+
+def inference_manifest(engine, model, gateway, metrics):
+    """The host manifest from the parts the engine, model, gateway and metrics roles record (none
+    holds a secret), with one digest of them all: equal digests, same deployment."""
+    parts = {"engine": engine, "model": model, "gateway": gateway, "metrics": metrics}
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return {"schema": 1, **parts, "settings_digest": digest}
 
 
 def inference_manifest_differences(running, configured):
-    """The parts (engine, model, gateway) in which the manifest a host runs differs from the one
+    """The parts (engine, model, gateway, metrics) in which the manifest a host runs differs from the one
     the current settings give; every part when the host has no manifest."""
     running = running or {}
     return [part for part in MANIFEST_PARTS if running.get(part) != configured.get(part)]
@@ -70,6 +96,7 @@ class FilterModule:
         return {
             "inference_engine_unit": inference_engine_unit,
             "inference_manifest": inference_manifest,
+            "inference_metrics_targets": inference_metrics_targets,
             "inference_manifest_differences": inference_manifest_differences,
             "inference_engine_units": inference_engine_units,
             "inference_instances": inference_instances,
