@@ -540,6 +540,7 @@ def client_env(endpoint: str, credentials: dict[str, str]) -> dict[str, str]:
 
 CLIENT_CIDRS = ["0.0.0.0/0"]
 ADMIN_CIDRS = ["203.0.113.0/24"]
+MONITORING_CIDRS = ["10.0.8.0/24"]  # the Prometheus servers
 UNKNOWN_CERTIFICATE = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-0000-1111-2222-333344445555"
 
 
@@ -608,6 +609,7 @@ class Aws:
             "aws_load_balancer_certificate_arn": self.certificate,
             "aws_network_client_cidrs": CLIENT_CIDRS,
             "aws_network_admin_cidrs": ADMIN_CIDRS,
+            "inference_metrics_allowed_cidrs": MONITORING_CIDRS,
         } | extra
 
     def playbook(

@@ -258,6 +258,19 @@ def failures(output: str) -> dict[str, str]:
     return {host: "\n".join(lines) for host, lines in found.items()}
 
 
+# What the kit owns on a host; none of it may change when preflight refuses a run.
+FINGERPRINT = (
+    "find /etc /opt /usr/local /var/lib/inference /var/cache/inference /run/inference-ready"
+    " -xdev -printf '%p %s %T@ %m\\n' 2>/dev/null | sort | sha256sum;"
+    " systemctl list-units --all --no-legend | sha256sum"
+)
+
+
+def fingerprint(host: str = HOST) -> str:
+    """A digest of what the kit owns on HOST: its files' names, sizes, times and modes, and the units."""
+    return host_sh(FINGERPRINT, host).stdout
+
+
 def host_sh(script: str, name: str = HOST) -> subprocess.CompletedProcess:
     return testhosts.host_exec(name, ["bash", "-c", script])
 

@@ -13,18 +13,6 @@ import pytest
 import kit
 from conftest import secret_values
 
-# What the kit owns on a host; none of it may change when preflight refuses a run.
-FINGERPRINT = (
-    "find /etc /opt /usr/local /var/lib/inference /var/cache/inference /run/inference-ready"
-    " -xdev -printf '%p %s %T@ %m\\n' 2>/dev/null | sort | sha256sum;"
-    " systemctl list-units --all --no-legend | sha256sum"
-)
-
-
-def fingerprint(host: str) -> str:
-    return kit.host_sh(FINGERPRINT, host).stdout
-
-
 KEY = "kit-test-key-" + "k" * 16  # not a secret: the runs that get it fail in preflight
 
 BAD_INPUTS = [
@@ -101,6 +89,11 @@ BAD_INPUTS = [
         {"model_cache_source": "hf", "model_cache_hf_revision": "main branch"},
         r'model_cache_hf_revision is "main branch"',
     ),
+    # The metrics listener: its own port, and never public.
+    ({"inference_metrics_port": 8000}, r"stay clear of the gateway ports 8000"),
+    ({"inference_metrics_node_exporter_port": 9500}, r"differ from each other"),
+    ({"inference_metrics_allowed_cidrs": ["0.0.0.0/0"]}, r"Not 0\.0\.0\.0/0 or ::/0: metrics name clients"),
+    ({"inference_metrics_allowed_cidrs": ["10.0.0.1/8"]}, r"Not ranges: 10\.0\.0\.1/8"),
 ]
 
 
@@ -116,7 +109,7 @@ def bad_input_runs(host, keys, tmp_path_factory):
     """Each bad input's run and the host's fingerprint before and after them all. Preflight's checks
     run once for all inputs not in THROUGH_SITE: an inventory with one host per input, each the test
     host with that input in its host variables (tests/playbooks/preflight_checks.yml)."""
-    before = fingerprint(host)
+    before = kit.fingerprint(host)
     # inventory/local's settings and the keys, copied away from what other runs of this lane rewrite
     directory = tmp_path_factory.mktemp("cases") / "inventory"
     shutil.copytree(kit.inventory([kit.LANE], secrets=keys["file"]).parent, directory, symlinks=True)
@@ -135,7 +128,7 @@ def bad_input_runs(host, keys, tmp_path_factory):
     checks = kit.playbook("tests/playbooks/preflight_checks.yml", inventory=inventory, quiet=True)
     failed = kit.failures(checks.output)
     runs = {i: kit.Run(checks.rc, failed.get(f"case-{i:02d}", "")) for i in cases} | through_site
-    return runs, checks, before, fingerprint(host)
+    return runs, checks, before, kit.fingerprint(host)
 
 
 @pytest.mark.parametrize(("extra", "message"), BAD_INPUTS, ids=[json.dumps(e) for e, _ in BAD_INPUTS])
@@ -156,11 +149,11 @@ def test_cuda_build_with_an_old_driver_fails_with_the_detected_version(host, key
     real = (kit.NVIDIA_SMI_FIXTURES / "query-gpu-noheader.csv").read_text().strip()
     kit.install_fake_nvidia_smi(host, real.replace("580.159.04", "575.57.08"))
     try:
-        before = fingerprint(host)
+        before = kit.fingerprint(host)
         run = kit.playbook("site.yml", "-e", "inference_engine_build=cuda", secrets_file=keys["file"])
         assert run.rc != 0
         assert "has NVIDIA driver 575.57.08, but the CUDA build of vllm needs driver 580 or newer" in run.output
-        assert fingerprint(host) == before
+        assert kit.fingerprint(host) == before
     finally:
         kit.remove_fake_nvidia_smi(host)
 
@@ -175,10 +168,10 @@ def test_cuda_build_accepts_real_nvidia_smi_output_with_driver_580(host, keys):
 
 
 def test_check_diff_on_a_fresh_host_passes_and_shows_no_secret(host, keys):
-    before = fingerprint(host)
+    before = kit.fingerprint(host)
     run = kit.playbook("playbooks/serve.yml", "--check", "--diff", secrets_file=keys["file"])
     assert run.rc == 0, run.output[-3000:]
-    assert fingerprint(host) == before
+    assert kit.fingerprint(host) == before
     for secret in secret_values(keys):
         assert secret not in run.output
 

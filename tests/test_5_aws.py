@@ -19,6 +19,7 @@ from traffic import wait_for
 import kit
 
 CLIENT_CIDRS, ADMIN_CIDRS, UNKNOWN_CERTIFICATE = awsmock.CLIENT_CIDRS, awsmock.ADMIN_CIDRS, awsmock.UNKNOWN_CERTIFICATE
+MONITORING_CIDRS = awsmock.MONITORING_CIDRS
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +65,13 @@ def test_security_group_rules_are_exactly_as_specified(aws, created):
     )
     assert listener_rules == [(443, 443, CLIENT_CIDRS)]
     host_rules = {(p["FromPort"], p["ToPort"]): p for p in hosts["IpPermissions"]}
-    assert set(host_rules) == {(8000, 8007), (22, 22)}
+    assert set(host_rules) == {(8000, 8007), (22, 22), (9500, 9500)}
     assert [pair["GroupId"] for pair in host_rules[(8000, 8007)]["UserIdGroupPairs"]] == [alb["GroupId"]]
     assert host_rules[(8000, 8007)]["IpRanges"] == []
     assert [r["CidrIp"] for r in host_rules[(22, 22)]["IpRanges"]] == ADMIN_CIDRS
+    # the metrics listener: the monitoring ranges only, never the load balancer
+    assert [r["CidrIp"] for r in host_rules[(9500, 9500)]["IpRanges"]] == MONITORING_CIDRS
+    assert host_rules[(9500, 9500)]["UserIdGroupPairs"] == []
 
 
 def test_the_listener_forwards_only_v1_over_tls_with_the_post_quantum_policy(aws, created):
@@ -281,8 +285,9 @@ def test_hosts_reached_through_session_manager_get_no_ssh_and_the_ssm_inventory_
     }
     run = aws.playbook(**settings)
     assert run.rc == 0, run.output[-3000:]
-    assert [(p["FromPort"], p["ToPort"]) for p in aws.groups("viassm-")["viassm-hosts"]["IpPermissions"]] == [
-        (8000, 8007)
+    assert sorted((p["FromPort"], p["ToPort"]) for p in aws.groups("viassm-")["viassm-hosts"]["IpPermissions"]) == [
+        (8000, 8007),
+        (9500, 9500),
     ]
     (instance,) = aws.instances("viassm")
     assert instance["IamInstanceProfile"]["Arn"].endswith("/kit-hosts")
@@ -328,6 +333,7 @@ BAD_INPUTS = [
     ({"aws_network_admin_cidrs": ["0.0.0.0/0"]}, "opens SSH to the whole internet"),
     ({"aws_network_admin_cidrs": ["10.0.0.0/8", "10.1.0.0/16"]}, "10.1.0.0/16 inside 10.0.0.0/8"),
     ({"aws_network_admin_cidrs": ["10.0.0.1/8"]}, "not network ranges in CIDR form"),
+    ({"inference_metrics_allowed_cidrs": ["::/0"]}, "opens the hosts' metrics to the whole internet"),
     ({"aws_load_balancer_idle_timeout": 60}, "The timeouts do not fit together"),
     ({"aws_load_balancer_deregistration_delay": 600}, "at least the drain and the longest generation"),
     ({"aws_load_balancer_health_check_timeout": 15}, "must be below"),

@@ -148,7 +148,7 @@ EXPORTER_PORTS = {"node": 9100, "gateway": 3903, "nginx": 9113, "gpu": 9400}
 
 def test_the_metrics_listener_serves_each_exporter_and_each_instance():
     instances = layout.inference_instances([0, 1], "vllm", 8100, [0, 1, 2, 3], 2)
-    targets = layout.inference_metrics_targets(instances, 4, EXPORTER_PORTS)
+    targets = layout.inference_metrics_targets(instances, True, EXPORTER_PORTS)
     assert [target["path"] for target in targets] == [
         "/metrics/node",
         "/metrics/gateway",
@@ -163,6 +163,7 @@ def test_the_metrics_listener_serves_each_exporter_and_each_instance():
 
 
 def test_a_host_without_gpus_has_no_gpu_exporter_and_unlabelled_gpus():
-    targets = layout.inference_metrics_targets(layout.inference_instances([0], "vllm", 8100, [], 1), 0, EXPORTER_PORTS)
+    instances = layout.inference_instances([0], "vllm", 8100, [], 1)
+    targets = layout.inference_metrics_targets(instances, False, EXPORTER_PORTS)
     assert "/metrics/gpu" not in [target["path"] for target in targets]
     assert targets[-1]["labels"] == {"exporter": "engine", "engine_instance": "0", "gpu": ""}

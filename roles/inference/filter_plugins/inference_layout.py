@@ -47,14 +47,14 @@ def inference_unit_of_settings(name):
     return inference_engine_unit(match.group(1), int(match.group(2))) if match else None
 
 
-def inference_metrics_targets(instances, gpu_count, exporter_ports):
+def inference_metrics_targets(instances, gpu_exporter, exporter_ports):
     """What the metrics listener serves: one path per exporter and per engine instance (INSTANCES
     as inference_instances gives them), each with the loopback port it proxies to and the labels
     Prometheus puts on its series: "exporter", and for an instance "engine_instance" and "gpu"
     (its GPUs' indices, comma separated; dcgm-exporter's gpu label when an instance has one GPU).
     EXPORTER_PORTS maps node, gateway, nginx and gpu to their loopback ports; the GPU exporter is
-    served only on a host with GPUs (GPU_COUNT > 0)."""
-    exporters = ["node", "gateway", "nginx"] + (["gpu"] if int(gpu_count) > 0 else [])
+    served only when GPU_EXPORTER is true (a GPU host whose exporter the kit installs)."""
+    exporters = ["node", "gateway", "nginx"] + (["gpu"] if gpu_exporter else [])
     targets = [
         {"path": f"/metrics/{name}", "port": int(exporter_ports[name]), "labels": {"exporter": name}}
         for name in exporters
