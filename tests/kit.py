@@ -148,10 +148,26 @@ def start_host(n: int = LANE, engine_installed: bool = False) -> None:
     testhosts.start_host(host_name(n), publish=publish, volumes=[wheelhouse], ssh_port=ssh_port(n), image=image)
 
 
-def inventory(hosts: list[int], host_vars: dict[int, dict] | None = None, secrets: Path | None = None) -> Path:
+# The tests' monitoring host (Prometheus): at a fixed address on the hosts' network, the one the
+# test hosts' metrics listeners allow (inventory/local/group_vars/inference.yml).
+MONITORING = 9
+MONITORING_IP = "10.88.0.250"
+PROMETHEUS_PORT = 19090  # its Prometheus, published on 127.0.0.1
+
+
+def start_monitoring_host() -> None:
+    testhosts.start_host(
+        host_name(MONITORING), publish=[(PROMETHEUS_PORT, 9090)], ssh_port=ssh_port(MONITORING), ip=MONITORING_IP
+    )
+
+
+def inventory(
+    hosts: list[int], host_vars: dict[int, dict] | None = None, secrets: Path | None = None, monitoring: bool = False
+) -> Path:
     """An inventory of test hosts HOSTS with the settings of inventory/local (its group_vars), and
-    with SECRETS (a vars file, copied in) as group_vars/all.yml."""
-    directory = testhosts.scratch() / "inventories" / "-".join(map(str, hosts))
+    with SECRETS (a vars file, copied in) as group_vars/all.yml; with MONITORING, the monitoring
+    host in the monitoring group."""
+    directory = testhosts.scratch() / "inventories" / "-".join(map(str, hosts + [MONITORING] * monitoring))
     shutil.rmtree(directory, ignore_errors=True)
     (directory / "group_vars").mkdir(parents=True)
     for local in (REPO / "inventory" / "local" / "group_vars").iterdir():
@@ -162,6 +178,9 @@ def inventory(hosts: list[int], host_vars: dict[int, dict] | None = None, secret
     local = yaml_load(REPO / "inventory" / "local" / "hosts.yml")
     entries = {host_name(n): {"ansible_port": ssh_port(n), **(host_vars or {}).get(n, {})} for n in hosts}
     local["inference"]["hosts"] = entries
+    if monitoring:
+        monitor = {host_name(MONITORING): {"ansible_port": ssh_port(MONITORING)}}
+        local["monitoring"] = {"hosts": monitor, "vars": local["inference"]["vars"]}
     (directory / "hosts.yml").write_text(json.dumps(local, indent=2))
     return directory / "hosts.yml"
 

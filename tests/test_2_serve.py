@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPConnection
@@ -215,6 +216,79 @@ def probe_saw_instance_0() -> bool:
     return kit.host_sh("ls /run/inference-ready").stdout.split() == ["0"]
 
 
+@pytest.fixture(scope="module")
+def prometheus(served, keys):
+    """The monitoring host, converged by playbooks/monitoring.yml: a real Prometheus (the
+    distribution's) scraping the test host through its metrics listener, every 5 s, with the
+    availability alerts' wait at 10 s. Its API is published on 127.0.0.1."""
+    kit.start_monitoring_host()
+    settings = {
+        "prometheus_server_listen_address": "0.0.0.0:9090",  # published to the tests
+        "prometheus_server_scrape_interval": "5s",
+        "prometheus_server_alert_down_for": "10s",
+    }
+    inventory = kit.inventory([kit.LANE], secrets=keys["file"], monitoring=True)
+    run = kit.playbook("playbooks/monitoring.yml", "-e", json.dumps(settings), inventory=inventory)
+    assert run.rc == 0, run.output[-4000:]
+    yield f"http://127.0.0.1:{kit.PROMETHEUS_PORT}/api/v1"
+    kit.testhosts.remove_host(kit.host_name(kit.MONITORING))
+
+
+def prometheus_get(api: str, path: str, **params) -> dict:
+    with urllib.request.urlopen(f"{api}/{path}?{urllib.parse.urlencode(params)}", timeout=10) as response:
+        return json.load(response)["data"]
+
+
+def sample(api: str, query: str) -> float | None:
+    """The value of QUERY's first series in Prometheus now, or None when it has none."""
+    result = prometheus_get(api, "query", query=query)["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def firing(api: str, alert: str) -> list[dict]:
+    """The labels of ALERT's firing instances."""
+    alerts = prometheus_get(api, "alerts")["alerts"]
+    return [a["labels"] for a in alerts if a["labels"]["alertname"] == alert and a["state"] == "firing"]
+
+
+def test_prometheus_scrapes_every_metrics_path_of_the_host(prometheus):
+    def targets():
+        active = prometheus_get(prometheus, "targets", state="active")["activeTargets"]
+        return {t["labels"]["exporter"]: t["health"] for t in active if t["labels"]["job"] == "inference"}
+
+    wait_for(lambda: set(targets().values()) == {"up"}, 60, "every metrics path to be up", interval=2)
+    assert targets() == {"node": "up", "gateway": "up", "nginx": "up", "engine": "up"}  # no GPU, no /metrics/gpu
+
+
+def test_engine_probe_and_per_client_metrics_reach_prometheus(prometheus, alice):
+    body = {"model": "tiny-vision", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    assert http("/v1/chat/completions", alice, "POST", body)[0] == 200
+    alice_ok = 'sum(inference_gateway_requests_total{client="alice", key="1", status="200"})'
+    wait_for(lambda: (sample(prometheus, alice_ok) or 0) >= 1, 60, "alice's request in Prometheus", interval=2)
+    engine = '{exporter="engine", engine_instance="0", gpu="", host="kit-host-1"}'
+    assert sample(prometheus, f"sum(vllm:generation_tokens_total{engine})") >= 1
+    assert sample(prometheus, f"vllm:kv_cache_usage_perc{engine}") is not None
+    assert sample(prometheus, 'inference_probe_success{engine_instance="0"}') == 1
+    assert sample(prometheus, "inference_host_draining") == 0
+    assert sample(prometheus, 'node_systemd_service_restart_total{name="inference-vllm@0.service"}') is not None
+    assert sample(prometheus, "nginx_connections_accepted") >= 1
+
+
+def test_the_metrics_port_refuses_a_client_outside_the_monitoring_ranges(prometheus):
+    address = kit.host_sh("hostname -I").stdout.split()[0]
+    status, _ = http_status(f"http://{address}:9500/metrics/node")  # from this machine, not the monitoring host
+    assert status == 403
+    assert http("/metrics/node")[0] == 404  # and the gateway ports do not serve it
+
+
+def http_status(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
 def test_secrets_stay_out_of_argv_journal_and_world_readable_files(served, keys):
     """The whole host after site.yml and traffic (each role's scenario checks its own part)."""
     argv = kit.host_sh("ps -eo args").stdout
@@ -230,11 +304,14 @@ def test_secrets_stay_out_of_argv_journal_and_world_readable_files(served, keys)
     assert readable.strip() == ""
 
 
-def test_a_stopped_engine_stays_stopped_and_a_drained_host_stays_out_after_a_reboot(served):
+def test_a_stopped_engine_stays_stopped_and_a_drained_host_stays_out_after_a_reboot(served, prometheus):
     restarts = unit_property("NRestarts")
     kit.host_sh(f"systemctl stop {UNIT}")
     try:
         time.sleep(15)  # longer than RestartSec
+        # The engine's metrics stop answering on a host that is not draining: the alert fires.
+        down = wait_for(lambda: firing(prometheus, "InferenceEngineDown"), 90, "InferenceEngineDown", interval=2)
+        assert [(a["host"], a["engine_instance"], a["severity"]) for a in down] == [("kit-host-1", "0", "critical")]
         assert unit_property("ActiveState") == "inactive"
         assert unit_property("NRestarts") == restarts
         assert http("/ready")[0] == 503

@@ -310,11 +310,13 @@ def start_host(
     timeout: float = 60,
     ssh_port: int | None = None,
     image: str | None = None,
+    ip: str | None = None,
 ) -> None:
     """(Re)start a systemd host NAME from IMAGE (the cached base image by default); return once
     systemd is up.
 
-    With ssh_port, root's ssh (key from ssh_key()) is published on 127.0.0.1:ssh_port."""
+    With ssh_port, root's ssh (key from ssh_key()) is published on 127.0.0.1:ssh_port; with IP,
+    the host has that address on its network."""
     image = image or ensure_image()
     remove_host(name)
     args = ["run", "-d", f"--name={name}", f"--hostname={name}", "--systemd=always"]
@@ -323,6 +325,7 @@ def start_host(
         if podman("network", "exists", network, check=False).returncode:
             podman("network", "create", network)
         args.append(f"--network={network}")
+    args += [f"--ip={ip}"] if ip else []
     publish = [*publish, (ssh_port, 22)] if ssh_port else publish
     args += [f"--publish=127.0.0.1:{int(host)}:{int(inner)}" for host, inner in publish]
     args += [f"--volume={Path(src).resolve()}:{':'.join(rest)}" for src, *rest in volumes]
