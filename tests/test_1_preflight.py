@@ -159,10 +159,20 @@ def test_cuda_build_with_an_old_driver_fails_with_the_detected_version(host, key
 
 
 def test_cuda_build_accepts_real_nvidia_smi_output_with_driver_580(host, keys):
+    """And a GPU host whose package sources lack NVIDIA's DCGM exporter (the Debian test host has no
+    NVIDIA repository) stops in preflight, saying where to get it, unless it runs its own."""
     kit.install_fake_nvidia_smi(host)
     try:
-        run = kit.playbook("playbooks/preflight.yml", "-e", "inference_engine_build=cuda", secrets_file=keys["file"])
+        own_exporter = {"inference_engine_build": "cuda", "inference_metrics_gpu_exporter_package": ""}
+        run = kit.playbook("playbooks/preflight.yml", "-e", json.dumps(own_exporter), secrets_file=keys["file"])
         assert run.rc == 0, run.output[-3000:]
+        before = kit.fingerprint(host)
+        cuda = ("-e", "inference_engine_build=cuda")
+        refused = kit.playbook("playbooks/preflight.yml", *cuda, secrets_file=keys["file"])
+        assert refused.rc != 0
+        assert refused.said("has 1 GPUs but no package source offers datacenter-gpu-manager-exporter"), refused.output
+        assert "developer.download.nvidia.com/compute/cuda/repos" in refused.output
+        assert kit.fingerprint(host) == before
     finally:
         kit.remove_fake_nvidia_smi(host)
 

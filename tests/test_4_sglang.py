@@ -25,7 +25,7 @@ SGLANG = {
     "inference_engine_build": "cuda",
     "inference_engine_start": False,
     "inference_engine_pip_extra_args": [] if os.environ.get("KIT_SGLANG_FULL") == "1" else WHEEL_ONLY,
-    # The Debian test host's package sources have no NVIDIA repository (see the preflight test).
+    # The Debian test host's package sources have no NVIDIA repository (tests/test_1_preflight.py).
     "inference_metrics_gpu_exporter_package": "",
 }
 # More settings the contract tests render, each with what the engine's parser must make of them.
@@ -130,19 +130,6 @@ def sglang_host(vllm_host, keys):
     if not serving_vllm():  # the last tests switch back; when they did not run, back to vLLM here
         converge(keys, {}, "site.yml")
     kit.remove_fake_nvidia_smi(vllm_host)
-
-
-def test_a_gpu_host_whose_sources_lack_the_gpu_exporter_stops_in_preflight(sglang_host, keys):
-    """The stand-in GPU's host has Debian's package sources only: NVIDIA's DCGM exporter is not
-    among them, so preflight stops with a message saying where to get it, before any change."""
-    before = kit.fingerprint()
-    exporter = {"inference_metrics_gpu_exporter_package": "datacenter-gpu-manager-exporter"}
-    run = kit.playbook(
-        "playbooks/serve.yml", "-e", json.dumps(SGLANG | exporter), secrets_file=keys["file"], quiet=True
-    )
-    assert run.rc != 0 and run.said("has 1 GPUs but no package source offers datacenter-gpu-manager-exporter")
-    assert "developer.download.nvidia.com/compute/cuda/repos" in run.output
-    assert kit.fingerprint() == before
 
 
 def test_switching_to_sglang_frees_vllm_and_keeps_the_model(sglang_host, keys):
