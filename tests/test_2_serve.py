@@ -274,6 +274,30 @@ def test_engine_probe_and_per_client_metrics_reach_prometheus(prometheus, alice)
     assert sample(prometheus, "nginx_connections_accepted") >= 1
 
 
+DASHBOARD = kit.REPO / "roles/prometheus_server/files/grafana/inference-fleet.json"
+
+
+def test_every_dashboard_query_returns_data(prometheus):
+    """Each panel of the fleet dashboard, with every host and a 1-minute rate window, gets series
+    from the Prometheus that scrapes the test host. Where the dashboard covers both engines in one
+    query, vLLM's answer fills it; what only SGLang or a GPU can answer is named below."""
+    panels = [panel for panel in json.loads(DASHBOARD.read_text())["panels"] if panel["type"] != "row"]
+    empty = []
+    for panel in panels:
+        for target in panel["targets"]:
+            query = target["expr"].replace("$host", ".*").replace("$__rate_interval", "1m")
+            if not prometheus_get(prometheus, "query", query=query)["result"]:
+                empty.append(f"{panel['title']}: {target['legendFormat']}")
+    assert sorted(empty) == [
+        "GPU memory used: {{host}} GPU {{gpu}}",  # DCGM: no GPU on a test host
+        "GPU power: {{host}} GPU {{gpu}}",
+        "GPU temperature: {{host}} GPU {{gpu}}",
+        "GPU utilisation: {{host}} GPU {{gpu}}",
+        "Prefix cache hit rate: SGLang (tokens)",  # SGLang's metric: the test host runs vLLM
+        "XID errors in the last 5 minutes: {{host}} GPU {{gpu}} XID {{xid}}",
+    ]
+
+
 def test_the_metrics_port_refuses_a_client_outside_the_monitoring_ranges(prometheus):
     address = kit.host_sh("hostname -I").stdout.split()[0]
     status, _ = http_status(f"http://{address}:9500/metrics/node")  # from this machine, not the monitoring host
