@@ -48,3 +48,8 @@ def test_ec2_jobs_scrape_each_engine_instance_only_where_it_runs(gpus_per_instan
 
 def test_ec2_jobs_leave_out_the_gpu_exporter_when_hosts_run_their_own():
     assert "gpu" not in [job["name"] for job in targets.prometheus_ec2_jobs(1, gpu_exporter=False)]
+
+
+def test_a_host_keeps_the_port_its_manifest_names():
+    hosts = [{"name": "a", "address": "10.0.1.5", "port": 9600, "targets": [{"path": "/metrics/node", "labels": {}}]}]
+    assert targets.prometheus_file_sd(hosts, 9500)[0]["targets"] == ["10.0.1.5:9600"]

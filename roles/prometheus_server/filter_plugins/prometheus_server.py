@@ -5,12 +5,12 @@ G6E_GPU_COUNTS = (1, 4, 8)  # g6e.xlarge-16xlarge, g6e.12xlarge and 24xlarge, g6
 
 
 def prometheus_file_sd(hosts, port):
-    """One file_sd target group per metrics path of each host in HOSTS ({name, address,
-    targets}: targets as the host manifest's metrics.targets lists them), on the listener PORT,
-    labelled with the path's labels and host (the inventory name)."""
+    """One file_sd target group per metrics path of each host in HOSTS ({name, address, targets,
+    and its listener's port unless that is PORT}: targets as the host manifest's metrics.targets
+    lists them), labelled with the path's labels and host (the inventory name)."""
     return [
         {
-            "targets": [f"{host['address']}:{int(port)}"],
+            "targets": [f"{host['address']}:{int(host.get('port', port))}"],
             "labels": {"__metrics_path__": target["path"], "host": host["name"], **target["labels"]},
         }
         for host in hosts
