@@ -167,8 +167,8 @@ def test_cuda_build_accepts_real_nvidia_smi_output_with_driver_580(host, keys):
         run = kit.playbook("playbooks/preflight.yml", "-e", json.dumps(own_exporter), secrets_file=keys["file"])
         assert run.rc == 0, run.output[-3000:]
         before = kit.fingerprint(host)
-        cuda = ("-e", "inference_engine_build=cuda")
-        refused = kit.playbook("playbooks/preflight.yml", *cuda, secrets_file=keys["file"])
+        cuda = ("-e", "inference_engine_build=cuda")  # a run that installs: serve.yml (preflight alone does not ask)
+        refused = kit.playbook("playbooks/serve.yml", *cuda, secrets_file=keys["file"])
         assert refused.rc != 0
         assert refused.said("has NVIDIA GPUs but no package source offers datacenter-gpu-manager-exporter")
         assert "developer.download.nvidia.com/compute/cuda/repos" in refused.output
