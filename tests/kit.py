@@ -180,7 +180,9 @@ def inventory(
     local["inference"]["hosts"] = entries
     if monitoring:
         monitor = {host_name(MONITORING): {"ansible_port": ssh_port(MONITORING)}}
-        local["monitoring"] = {"hosts": monitor, "vars": local["inference"]["vars"]}
+        # The connection settings of the test hosts; their key's path comes from group_vars/inference.yml.
+        monitor_vars = local["inference"]["vars"] | {"kit_scratch": str(testhosts.scratch())}
+        local["monitoring"] = {"hosts": monitor, "vars": monitor_vars}
     (directory / "hosts.yml").write_text(json.dumps(local, indent=2))
     return directory / "hosts.yml"
 
