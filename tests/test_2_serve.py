@@ -300,7 +300,7 @@ def test_every_dashboard_query_returns_data(prometheus, alice):
         "GPU utilisation: {{host}} GPU {{gpu}}",
         "Prefix cache hit rate: SGLang (tokens)",  # SGLang's metric: the test host runs vLLM
         "XID errors in the last 5 minutes: {{host}} GPU {{gpu}} XID {{xid}}",
-    ]
+    ], sorted(empty)
 
 
 def test_the_metrics_port_refuses_a_client_outside_the_monitoring_ranges(prometheus):
