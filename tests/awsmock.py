@@ -6,6 +6,7 @@ this module adds (in the test server, never in the roles):
 - the load-balancer attributes real AWS returns (moto leaves out idle_timeout.timeout_seconds,
   which amazon.aws.elb_application_lb then fails on with a KeyError), and volumes' SnapshotId
   and gp3 throughput;
+- IAM's action names for CloudWatch (cloudwatch:..., where moto checks monitoring:...);
 - what AWS refuses and moto allows: deleting a load balancer under deletion protection, access
   logs to a bucket whose policy does not let the load balancer write;
 - the Deep Learning Base AMI's public SSM parameters (/aws/service/deeplearning/...), each
@@ -420,14 +421,22 @@ def publish_dlami(endpoint: str, system: str = "ubuntu-24.04", arch: str = "x86_
     return image_id
 
 
+# IAM's service prefix where it differs from the signing name moto builds actions from.
+IAM_PREFIXES = {"monitoring:": "cloudwatch:"}
+
+
 def _patch_iam_recording() -> None:
-    """Every action moto authorizes, by access key, into called_actions."""
+    """Every action moto authorizes, by access key, into called_actions; checked under IAM's name
+    for it (cloudwatch:PutMetricAlarm, which moto calls monitoring:PutMetricAlarm)."""
     from moto.iam import access_control
 
     for request_class in (access_control.IAMRequest, access_control.S3IAMRequest):
         original = request_class.check_action_permitted
 
         def check(self, resource, original=original):
+            for signing, prefix in IAM_PREFIXES.items():
+                if self._action.startswith(signing):
+                    self._action = prefix + self._action.removeprefix(signing)
             called_actions.setdefault(self._access_key._access_key_id, set()).add(self._action)
             return original(self, resource)
 
@@ -577,6 +586,8 @@ class Aws:
         self.subnets = [self.subnet(f"10.0.{i}.0/24", zone, public=True) for i, zone in ((1, "a"), (2, "b"))]
         self.private_subnets = [self.subnet(f"10.0.{i}.0/24", zone) for i, zone in ((11, "a"), (12, "b"))]
         self.s3 = boto3.client("s3", **options)
+        self.cloudwatch = boto3.client("cloudwatch", **options)
+        self.sns = boto3.client("sns", **options)
         self.certificate = self.import_certificate(boto3.client("acm", **options))
 
     def subnet(self, cidr: str, zone: str, public: bool = False, vpc: str | None = None) -> str:

@@ -157,6 +157,64 @@ def test_target_group_and_load_balancer_settings(aws, created):
     assert {a["Key"]: a["Value"] for a in lb_attributes}["idle_timeout.timeout_seconds"] == "930"
 
 
+# name suffix -> (metric, statistic, comparison, threshold, unit, dimensions, periods, datapoints, missing data)
+ALARMS = {
+    "unhealthy-targets": ("UnHealthyHostCount", "Maximum", "GreaterThanThreshold", 0, "Count", 2, 3, 3, "notBreaching"),
+    "healthy-targets-low": ("HealthyHostCount", "Minimum", "LessThanThreshold", 1, "Count", 2, 3, 3, "breaching"),
+    "target-5xx": ("HTTPCode_Target_5XX_Count", "Sum", "GreaterThanThreshold", 5, "Count", 2, 5, 3, "notBreaching"),
+    "load-balancer-5xx": ("HTTPCode_ELB_5XX_Count", "Sum", "GreaterThanThreshold", 5, "Count", 1, 5, 3, "notBreaching"),
+    "response-time-p99": ("TargetResponseTime", "p99", "GreaterThanThreshold", 60, "Seconds", 2, 5, 3, "notBreaching"),
+}
+
+
+def alarms(aws, fleet: str = "inference") -> dict[str, dict]:
+    found = aws.cloudwatch.describe_alarms(AlarmNamePrefix=f"{fleet}-")["MetricAlarms"]
+    return {a["AlarmName"].removeprefix(f"{fleet}-"): a for a in found}
+
+
+def test_cloudwatch_alarms_watch_the_load_balancer_and_its_target_group(aws, created):
+    balancer = aws.elb.describe_load_balancers(Names=["inference"])["LoadBalancers"][0]["LoadBalancerArn"]
+    group = aws.elb.describe_target_groups(Names=["inference"])["TargetGroups"][0]["TargetGroupArn"]
+    # CloudWatch's dimension values: the ARNs' ends, app/<name>/<id> and targetgroup/<name>/<id>.
+    dimensions = [
+        {"Name": "LoadBalancer", "Value": balancer.split(":loadbalancer/")[1]},
+        {"Name": "TargetGroup", "Value": group.split(":")[-1]},
+    ]
+    found = alarms(aws)
+    assert set(found) == set(ALARMS)
+    for name, (metric, statistic, comparison, threshold, unit, dims, periods, points, missing) in ALARMS.items():
+        alarm = found[name]
+        assert alarm["Namespace"] == "AWS/ApplicationELB" and alarm["MetricName"] == metric, name
+        assert alarm.get("Statistic", alarm.get("ExtendedStatistic")) == statistic, name
+        assert (alarm["ComparisonOperator"], alarm["Threshold"], alarm["Unit"]) == (comparison, threshold, unit), name
+        assert sorted(alarm["Dimensions"], key=lambda d: d["Name"]) == dimensions[:dims], name
+        assert (alarm["Period"], alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (60, periods, points), name
+        assert alarm["TreatMissingData"] == missing and alarm["AlarmActions"] == [], name
+    assert found["response-time-p99"]["EvaluateLowSampleCountPercentile"] == "ignore"
+
+
+def test_alarms_notify_an_sns_topic_the_kit_creates_and_follow_changed_thresholds(aws, created):
+    oncall = {"aws_alarms_sns_subscriptions": [{"protocol": "email", "endpoint": "oncall@example.com"}]}
+    run = aws.playbook(**FLEET, **oncall, aws_alarms_min_healthy_targets=2)
+    assert run.rc == 0, run.output[-3000:]
+    topic = next(t["TopicArn"] for t in aws.sns.list_topics()["Topics"] if t["TopicArn"].endswith(":inference-alarms"))
+    subscriptions = aws.sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [("email", "oncall@example.com")]
+    tags = {t["Key"]: t["Value"] for t in aws.sns.list_tags_for_resource(ResourceArn=topic)["Tags"]}
+    assert tags["inference-kit:fleet"] == "inference"
+    found = alarms(aws)
+    assert {name: (a["AlarmActions"], a["OKActions"]) for name, a in found.items()} == {
+        name: ([topic], [topic]) for name in ALARMS
+    }
+    assert found["healthy-targets-low"]["Threshold"] == 2
+    again = aws.playbook(**FLEET, **oncall, aws_alarms_min_healthy_targets=2)
+    assert again.rc == 0 and again.recap("localhost")["changed"] == 0, again.output[-3000:]
+    back = aws.playbook(**FLEET)
+    assert back.rc == 0, back.output[-3000:]
+    assert {name: a["AlarmActions"] for name, a in alarms(aws).items()} == {name: [] for name in ALARMS}
+    assert alarms(aws)["healthy-targets-low"]["Threshold"] == 1
+
+
 def test_instances_are_launched_as_specified(aws, created):
     instances = aws.instances()
     assert len(instances) == 3
@@ -364,6 +422,10 @@ BAD_INPUTS = [
         },  # fmt: skip
         "must be an S3 bucket in us-east-1 without versioning",
     ),
+    ({"aws_alarms_min_healthy_targets": 0}, "aws_alarms_min_healthy_targets at least 1"),
+    ({"aws_alarms_response_time_p99_seconds": "1m"}, "aws_alarms_response_time_p99_seconds 1m"),
+    ({"aws_alarms_sns_subscriptions": [{"protocol": "pager", "endpoint": "x"}]}, "the protocol one of"),
+    ({"aws_alarms_sns_topic_arn": "arn:aws:sns:eu-west-1:123456789012:ops"}, "an existing topic in us-east-1"),
 ]
 
 
@@ -389,7 +451,9 @@ def bad_input_runs(aws, tmp_path_factory):
     subnets["<versioned bucket>"] = "kit-ssm-versioned"
 
     def resolve(value):
-        return [subnets.get(v, v) for v in value] if isinstance(value, list) else subnets.get(value, value)
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
+        return subnets.get(value, value) if isinstance(value, str) else value
 
     cases = {
         f"case-{i:02d}": {"aws_name": "bad-" + os.urandom(3).hex()} | {k: resolve(v) for k, v in extra.items()}
@@ -492,6 +556,8 @@ def test_teardown_removes_what_the_kit_created_and_only_that(aws, created, tmp_p
     assert aws.instances() == [] and list(aws.groups("inference-")) == ["inference-alb-copy"]
     assert "inference" not in [b["LoadBalancerName"] for b in aws.elb.describe_load_balancers()["LoadBalancers"]]
     assert "inference" not in [g["TargetGroupName"] for g in aws.elb.describe_target_groups()["TargetGroups"]]
+    assert alarms(aws) == {}
+    assert not [t for t in aws.sns.list_topics()["Topics"] if t["TopicArn"].endswith(":inference-alarms")]
     kept = aws.ec2.describe_instances(InstanceIds=[stranger])["Reservations"][0]["Instances"][0]
     assert kept["State"]["Name"] == "running"
     assert other["GroupId"] in [g["GroupId"] for g in aws.ec2.describe_security_groups()["SecurityGroups"]]

@@ -108,8 +108,8 @@ def test_a_target_that_is_not_ready_is_not_reported_healthy(aws, keys, e2e):
 
 
 # Actions AWS checks inside another call, which the test server never asks about: iam:PassRole
-# (RunInstances with an instance profile).
-NOT_ASKED_HERE = {"iam:PassRole"}
+# (RunInstances with an instance profile), sns:TagResource (CreateTopic with tags).
+NOT_ASKED_HERE = {"iam:PassRole", "sns:TagResource"}
 
 
 def test_the_control_node_policy_holds_exactly_the_actions_the_kit_called(aws, request):
