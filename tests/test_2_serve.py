@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import os
 import socket
@@ -329,6 +330,51 @@ def http_status(url: str) -> tuple[int, bytes]:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
+
+
+CAPACITY_WORKLOADS = [
+    {"name": "text", "input_tokens": 32, "output_tokens": 8, "images": 0},
+    {"name": "image", "input_tokens": 16, "output_tokens": 8, "images": 1, "image_size": [56, 56]},
+]
+
+
+def test_the_capacity_benchmark_writes_tables_and_plots_and_names_the_concurrency_meeting_the_objective(
+    served, keys, tmp_path
+):
+    """The pipeline, not the numbers (a tiny model on two CPU cores says nothing about an L40S):
+    vLLM's own `bench serve` through the gateway with alice's key, text and image prompts at two
+    concurrencies, then the tables, the plots and the verdict, for an objective every level meets
+    and one none does. Runs before the secrets test, which then finds no key it leaked."""
+    settings = {
+        "capacity_benchmark_workloads": CAPACITY_WORKLOADS,
+        "capacity_benchmark_concurrency": [1, 4],
+        "capacity_benchmark_rounds": 2,
+        "capacity_benchmark_min_prompts": 4,
+        "capacity_benchmark_results_dir": str(tmp_path),
+        "capacity_benchmark_slo_ttft_p95_ms": 600000,
+    }
+    run = kit.playbook("playbooks/capacity.yml", "-e", json.dumps(settings), secrets_file=keys["file"])
+    assert run.rc == 0, run.output[-4000:]
+    (results,) = tmp_path.iterdir()
+    levels = {f"{w['name']}-c{c}.json" for w in CAPACITY_WORKLOADS for c in (1, 4)}
+    assert {p.name for p in results.iterdir()} == levels | {"capacity.csv", "capacity.json", "text.png", "image.png"}
+    for name in ("text.png", "image.png"):
+        assert (results / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader((results / "capacity.csv").open()))
+    assert [(r["workload"], r["concurrency"], r["completed"], r["failed"]) for r in rows] == [
+        ("image", "1", "4", "0"), ("image", "4", "8", "0"), ("text", "1", "4", "0"), ("text", "4", "8", "0"),
+    ]  # fmt: skip
+    assert all(float(r["p95_ttft_ms"]) > 0 and float(r["output_throughput"]) > 0 for r in rows), rows
+    summary = json.loads((results / "capacity.json").read_text())["workloads"]
+    assert {w: s["highest_concurrency_meeting_slo"] for w, s in summary.items()} == {"text": 4, "image": 4}
+    assert "text: concurrency 4 is the highest meeting the objective" in run.output
+    strict = subprocess.run(
+        [sys.executable, str(kit.REPO / "roles/capacity_benchmark/files/capacity_report.py"), str(results),
+         "--slo-ttft-p95-ms", "0.001"], capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "text: no concurrency tried meets the objective" in strict.stdout
+    requests = kit.host_sh("grep -c 'client=alice#' /var/log/nginx/inference-gateway.log").stdout
+    assert int(requests) >= 24  # every request went through the gateway as alice
 
 
 def test_secrets_stay_out_of_argv_journal_and_world_readable_files(served, keys):
