@@ -643,13 +643,14 @@ class Aws:
         proc = subprocess.run([*cmd, *args], cwd=kit.REPO, env=env, capture_output=True, text=True)
         return kit.Run(proc.returncode, proc.stdout + proc.stderr)
 
-    def check_cases(self, cases: dict[str, dict], directory: Path) -> kit.Run:
+    def check_cases(self, cases: dict[str, dict], directory: Path, inference: dict | None = None) -> kit.Run:
         """aws.yml's checks once for CASES (inventory host name -> its settings over self.settings()),
-        each case an inventory host that is the control node (tests/playbooks/aws_checks.yml)."""
+        each case an inventory host that is the control node (tests/playbooks/aws_checks.yml); with
+        INFERENCE (host name -> its variables), those hosts as the inventory's inference group."""
         python = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
         hosts = {name: python | self.settings(**settings) for name, settings in cases.items()}  # above group_vars/
         inventory = directory / "aws-cases.json"
-        inventory.write_text(json.dumps({"aws_cases": {"hosts": hosts}}))
+        inventory.write_text(json.dumps({"aws_cases": {"hosts": hosts}, "inference": {"hosts": inference or {}}}))
         cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory)]
         cmd += ["tests/playbooks/aws_checks.yml"]
         env = kit.ansible_env() | self.env

@@ -7,6 +7,8 @@ without its CUDA dependency set (KIT_SGLANG_FULL=1 installs all of it from PyPI 
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import os
 import re
@@ -17,6 +19,12 @@ from pathlib import Path
 import pytest
 
 import kit
+
+_capacity = importlib.util.spec_from_file_location(
+    "capacity", kit.REPO / "roles" / "capacity_benchmark" / "filter_plugins" / "capacity.py"
+)
+CAPACITY = importlib.util.module_from_spec(_capacity)
+_capacity.loader.exec_module(CAPACITY)
 
 MODEL = "/var/lib/inference/models/tiny-vision"
 WHEEL_ONLY = ["--no-index", "--find-links", "/wheelhouse", "--no-deps"]
@@ -200,6 +208,44 @@ def test_only_the_silenced_logger_prints_sglang_options():
         if whole_object.search(line)
     }
     assert printers == {"entrypoints/engine.py"}
+
+
+def sglang_benchmark_options() -> tuple[set[str], dict[str, set[str]]]:
+    """The options SGLang's serving benchmark (sglang/benchmark/serving.py of the pinned release)
+    defines, and the choices of those that list them, read from its source: importing it needs
+    SGLang's GPU stack (torchvision and the like), which the parser virtualenv leaves out."""
+    package = kit.parser_venv("sglang") / "lib"
+    source = next(package.glob("python3*/site-packages/sglang/benchmark/serving.py"))
+    tree = ast.parse(source.read_text())
+    options, choices = set(), {}
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "add_argument" and call.args:
+            name = call.args[0]
+            if isinstance(name, ast.Constant) and str(name.value).startswith("--"):
+                options.add(name.value)
+                for keyword in call.keywords:
+                    if keyword.arg == "choices" and isinstance(keyword.value, ast.List):
+                        choices[name.value] = {ast.literal_eval(element) for element in keyword.value.elts}
+    backends = re.search(r"ASYNC_REQUEST_FUNCS = \{(.*?)\n\}", source.read_text(), re.S)
+    choices["--backend"] = set(re.findall(r'^\s+"([a-z0-9-]+)":', backends.group(1), re.M))
+    return options, choices
+
+
+@pytest.mark.parametrize("images", [0, 1])
+def test_the_capacity_benchmark_uses_options_the_pinned_sglang_benchmark_has(images):
+    argv = CAPACITY.capacity_benchmark_argv(
+        "sglang", "/opt/inference/sglang/venv", "http://127.0.0.1:8000", "/models/m", "m",
+        {"name": "w", "input_tokens": 64, "output_tokens": 8, "images": images, "image_size": [56, 56]},
+        4, 8, "/tmp/w-c4.jsonl",
+    )  # fmt: skip
+    options, choices = sglang_benchmark_options()
+    assert argv[1:3] == ["-m", "sglang.benchmark.serving"]
+    used = [word for word in argv if word.startswith("--")]
+    assert set(used) <= options, set(used) - options
+    for option, allowed in choices.items():
+        if option in used:
+            assert argv[argv.index(option) + 1] in allowed, (option, allowed)
+    assert {"--backend", "--dataset-name"} <= choices.keys()  # the check above checked them
 
 
 def test_switching_back_to_vllm_removes_sglang_installs_without_starting_then_serves(sglang_host, keys):

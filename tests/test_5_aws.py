@@ -496,6 +496,15 @@ def test_aws_yml_stops_at_its_checks_and_creates_nothing(aws, bad_input_runs):
         assert name not in groups
 
 
+def test_hosts_allowing_other_monitoring_ranges_than_the_security_group_are_refused(aws, tmp_path):
+    """The security group takes the control node's inference_metrics_allowed_cidrs, each host's
+    nginx its own: set for the inference group only, the two would differ."""
+    cases = {"case-metrics": {"aws_name": "bad-metrics"}}
+    run = aws.check_cases(cases, tmp_path, inference={"gpu-1": {"inference_metrics_allowed_cidrs": ["10.9.9.0/24"]}})
+    assert run.rc != 0 and "differs for gpu-1" in run.output, run.output[-3000:]
+    assert "Set it in group_vars/all" in run.output
+
+
 # A deregistration delay the test ALB lets pass in 10 s, with timeouts that fit it.
 SHORT_DRAIN = {
     "aws_load_balancer_deregistration_delay": 30,
