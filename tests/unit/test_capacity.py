@@ -29,7 +29,7 @@ def option(args, name):
 
 def test_vllm_runs_bench_serve_on_the_chat_endpoint_and_saves_its_result():
     args = argv("vllm", TEXT)
-    assert args[:3] == ["/opt/inference/vllm/venv/bin/vllm", "bench", "serve"]
+    assert args[:3] == ["/opt/inference/vllm/venv/bin/python", "-c", capacity.VLLM_BENCH_SERVE]
     assert (option(args, "--backend"), option(args, "--endpoint")) == ("openai-chat", "/v1/chat/completions")
     assert (option(args, "--model"), option(args, "--served-model-name")) == ("/models/qwen", "qwen")
     assert (option(args, "--max-concurrency"), option(args, "--num-prompts")) == ("8", "32")

