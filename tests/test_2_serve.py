@@ -345,7 +345,8 @@ def test_the_capacity_benchmark_writes_tables_and_plots_and_names_the_concurrenc
     """The pipeline, not the numbers (a tiny model on two CPU cores says nothing about an L40S):
     vLLM's own `bench serve` through the gateway with alice's key, text and image prompts at two
     concurrencies, then the tables, the plots and the verdict, for an objective every level meets
-    and one none does. Runs before the secrets test, which then finds no key it leaked."""
+    and one none does; a check run and an unknown client send nothing. Runs before the secrets
+    test, which then finds no key it leaked."""
     settings = {
         "capacity_benchmark_workloads": CAPACITY_WORKLOADS,
         "capacity_benchmark_concurrency": [1, 4],
@@ -354,6 +355,12 @@ def test_the_capacity_benchmark_writes_tables_and_plots_and_names_the_concurrenc
         "capacity_benchmark_results_dir": str(tmp_path),
         "capacity_benchmark_slo_ttft_p95_ms": 600000,
     }
+    check = kit.playbook("playbooks/capacity.yml", "--check", "-e", json.dumps(settings), secrets_file=keys["file"])
+    assert check.rc == 0 and "Would run 4 levels (text, image at concurrency 1, 4)" in check.output, check.output[-3000:]
+    unknown = kit.playbook("playbooks/capacity.yml", "-e", json.dumps(settings | {"capacity_benchmark_client": "mallory"}),
+                           secrets_file=keys["file"])  # fmt: skip
+    assert unknown.rc != 0 and 'capacity_benchmark_client "mallory" must be one of the clients' in unknown.output
+    assert list(tmp_path.iterdir()) == []
     run = kit.playbook("playbooks/capacity.yml", "-e", json.dumps(settings), secrets_file=keys["file"])
     assert run.rc == 0, run.output[-4000:]
     (results,) = tmp_path.iterdir()
