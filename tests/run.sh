@@ -11,8 +11,9 @@
 #   tests/run.sh tests/test_2_serve.py
 # Two lanes side by side, each keeping about one of a 2-core machine's cores busy: most role
 # scenarios (test host 7), then the lint and the tests on test host 1, ending with the AWS
-# registration on it; beside them the AWS tests that need no host, the sglang_server scenario
-# (test host 8) and the day-2 tests (test hosts 5 and 6). The second lane starts with the AWS
+# registration on it; beside them the AWS tests that need no host, the sglang_server,
+# inference_metrics and prometheus_server scenarios (test host 8) and the day-2 tests (test hosts
+# 5 and 6). The second lane starts with the AWS
 # tests while the first lane's host image, wheels and models are prepared; its output follows the
 # first's.
 set -euo pipefail
@@ -46,7 +47,7 @@ trap 'rm -rf "$work"' EXIT
 # The lanes meet there: the AWS policy test compares the policy with what both lanes' AWS tests called.
 export KIT_RUN_DIR="$work"
 second=(tests/test_5_aws.py tests/test_6_operations.py)
-second_roles=(sglang_server)  # role scenarios of the second lane, on test host 8; the first lane runs the others
+second_roles=(sglang_server inference_metrics prometheus_server)  # on test host 8; the first lane runs the others
 first_roles=()
 for scenario in molecule/*/molecule.yml; do
     scenario=$(basename "$(dirname "$scenario")")
