@@ -426,6 +426,10 @@ BAD_INPUTS = [
     ({"aws_alarms_response_time_p99_seconds": "1m"}, "aws_alarms_response_time_p99_seconds 1m"),
     ({"aws_alarms_sns_subscriptions": [{"protocol": "pager", "endpoint": "x"}]}, "the protocol one of"),
     ({"aws_alarms_sns_topic_arn": "arn:aws:sns:eu-west-1:123456789012:ops"}, "an existing topic in us-east-1"),
+    (
+        {"aws_name": "foreign", "aws_alarms_sns_subscriptions": [{"protocol": "email", "endpoint": "a@example.com"}]},
+        "There is an SNS topic foreign-alarms in us-east-1 that the kit did not create",
+    ),
 ]
 
 
@@ -446,6 +450,7 @@ def bad_input_runs(aws, tmp_path_factory):
         "<other vpc>": aws.subnet("10.9.1.0/24", "a", vpc=other_vpc),
     }
 
+    aws.sns.create_topic(Name="foreign-alarms")  # someone else's, of the name the kit would give its topic
     aws.s3.create_bucket(Bucket="kit-ssm-versioned")
     aws.s3.put_bucket_versioning(Bucket="kit-ssm-versioned", VersioningConfiguration={"Status": "Enabled"})
     subnets["<versioned bucket>"] = "kit-ssm-versioned"
@@ -551,6 +556,10 @@ def test_scale_in_terminates_the_chosen_instances_only_after_the_load_balancer_i
 def test_teardown_removes_what_the_kit_created_and_only_that(aws, created, tmp_path):
     stranger = aws.run_instance()
     other = aws.ec2.create_security_group(GroupName="inference-alb-copy", Description="not the kit's", VpcId=aws.vpc)
+    aws.cloudwatch.put_metric_alarm(
+        AlarmName="inference-by-hand", Namespace="AWS/ApplicationELB", MetricName="RequestCount", Statistic="Sum",
+        Period=60, EvaluationPeriods=1, Threshold=1000, ComparisonOperator="GreaterThanThreshold",
+    )  # fmt: skip
     fleet = {i["InstanceId"] for i in aws.instances()}
     refused = aws.playbook(playbook="playbooks/aws_teardown.yml")
     assert refused.rc != 0 and "-e aws_teardown_confirm=inference" in refused.output
@@ -565,7 +574,7 @@ def test_teardown_removes_what_the_kit_created_and_only_that(aws, created, tmp_p
     assert aws.instances() == [] and list(aws.groups("inference-")) == ["inference-alb-copy"]
     assert "inference" not in [b["LoadBalancerName"] for b in aws.elb.describe_load_balancers()["LoadBalancers"]]
     assert "inference" not in [g["TargetGroupName"] for g in aws.elb.describe_target_groups()["TargetGroups"]]
-    assert alarms(aws) == {}
+    assert list(alarms(aws)) == ["by-hand"]
     assert not [t for t in aws.sns.list_topics()["Topics"] if t["TopicArn"].endswith(":inference-alarms")]
     kept = aws.ec2.describe_instances(InstanceIds=[stranger])["Reservations"][0]["Instances"][0]
     assert kept["State"]["Name"] == "running"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import sys
 
 import pytest
 from kitcode import load
@@ -19,7 +21,7 @@ IMAGE = {"name": "image", "input_tokens": 256, "output_tokens": 128, "images": 2
 def argv(engine, workload, concurrency=8):
     return capacity.capacity_benchmark_argv(
         engine, "/opt/inference/" + engine + "/venv", "http://127.0.0.1:8000", "/models/qwen", "qwen",
-        workload, concurrency, 32, "/tmp/x/text-c8.json",
+        workload, concurrency, 32, "/tmp/x/text-c8.json", "/tmp/x/key",
     )  # fmt: skip
 
 
@@ -29,7 +31,7 @@ def option(args, name):
 
 def test_vllm_runs_bench_serve_on_the_chat_endpoint_and_saves_its_result():
     args = argv("vllm", TEXT)
-    assert args[:3] == ["/opt/inference/vllm/venv/bin/python", "-c", capacity.VLLM_BENCH_SERVE]
+    assert args[:4] == ["/opt/inference/vllm/venv/bin/python", "-c", capacity.VLLM_BENCH_SERVE, "/tmp/x/key"]
     assert (option(args, "--backend"), option(args, "--endpoint")) == ("openai-chat", "/v1/chat/completions")
     assert (option(args, "--model"), option(args, "--served-model-name")) == ("/models/qwen", "qwen")
     assert (option(args, "--max-concurrency"), option(args, "--num-prompts")) == ("8", "32")
@@ -49,16 +51,30 @@ def test_vllm_sends_images_of_the_given_size_with_random_mm():
 
 def test_sglang_runs_its_serving_benchmark_with_fixed_lengths():
     args = argv("sglang", IMAGE)
-    assert args[:3] == ["/opt/inference/sglang/venv/bin/python", "-m", "sglang.benchmark.serving"]
+    assert args[:4] == ["/opt/inference/sglang/venv/bin/python", "-c", capacity.SGLANG_BENCH_SERVING, "/tmp/x/key"]
     assert option(args, "--backend") == "sglang-oai-chat" and option(args, "--random-range-ratio") == "1"
+    assert "--served-model-name" not in args and "--output-details" in args
     assert (option(args, "--dataset-name"), option(args, "--image-count")) == ("image", "2")
     assert option(args, "--image-resolution") == "720x1280"
     assert option(args, "--output-file") == "/tmp/x/text-c8.json"
 
 
-def test_no_key_in_any_argument():
+def test_sglang_text_is_random_token_ids_not_sharegpt():
+    assert option(argv("sglang", TEXT), "--dataset-name") == "random-ids"
+
+
+def test_the_key_comes_from_its_file_into_the_environment_not_from_an_argument(tmp_path, monkeypatch):
+    """What each prelude does before the benchmark: the key file's content in OPENAI_API_KEY, the
+    file's path off the arguments the benchmark parses."""
+    key = tmp_path / "key"
+    key.write_text("sk-secret\n")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    prelude = capacity.KEY_FROM_FILE.rstrip("; ")
+    monkeypatch.setattr("sys.argv", ["-c", str(key), "--backend", "x"])
+    exec(prelude, {})  # the kit's own constant
+    assert os.environ["OPENAI_API_KEY"] == "sk-secret" and sys.argv == ["-c", "--backend", "x"]
     for engine in ("vllm", "sglang"):
-        assert not [a for a in argv(engine, TEXT) if "key" in a.lower() or a.startswith("sk-")]
+        assert not [a for a in argv(engine, TEXT) if a.startswith("sk-")]
 
 
 def test_an_unknown_engine_is_an_error():
@@ -113,6 +129,14 @@ def test_a_level_with_failed_requests_never_meets_it(tmp_path):
         json.loads((tmp_path / "capacity.json").read_text())["workloads"]["text"]["highest_concurrency_meeting_slo"]
         == 1
     )
+
+
+def test_sglang_failures_are_counted_from_the_errors_it_lists(tmp_path):
+    line = {"completed": 3, "p95_ttft_ms": 80.0, "total_throughput": 900.0, "errors": ["", "HTTP 429", "", ""]}
+    (tmp_path / "text-c4.jsonl").write_text(json.dumps(line) + "\n")
+    level = report.rows(tmp_path)[0]
+    assert level["failed"] == 1 and level["total_token_throughput"] == 900.0
+    assert not report.meets(level, 2000, None)
 
 
 def test_sglang_results_are_read_from_their_last_json_line(tmp_path):

@@ -32,9 +32,10 @@ FIELDS = [
     "total_token_throughput",
     *(f"p{p}_{metric}_ms" for metric in ("ttft", "itl", "e2el") for p in (50, 95, 99)),
 ]
-# SGLang calls the end-to-end latency e2e_latency.
+# SGLang's names: e2e_latency, median for p50, total_throughput.
 ALIASES = {f"p{p}_e2el_ms": f"p{p}_e2e_latency_ms" for p in (50, 95, 99)} | {"p50_e2el_ms": "median_e2e_latency_ms"}
 ALIASES |= {"p50_ttft_ms": "median_ttft_ms", "p50_itl_ms": "median_itl_ms"}
+ALIASES |= {"total_token_throughput": "total_throughput"}
 
 
 def read_result(path: Path) -> dict:
@@ -47,8 +48,8 @@ def row(workload: str, concurrency: int, result: dict) -> dict:
     values = {"workload": workload, "concurrency": concurrency}
     for field in FIELDS:
         values[field] = result.get(field, result.get(ALIASES.get(field, "")))
-    if values["failed"] is None:  # SGLang reports what completed of what it sent
-        values["failed"] = int(result.get("num_prompts", values["completed"] or 0)) - int(values["completed"] or 0)
+    if values["failed"] is None:  # SGLang counts no failures: its --output-details lists each request's error
+        values["failed"] = sum(1 for error in result.get("errors", []) if error)
     return values
 
 
