@@ -361,6 +361,9 @@ def test_the_capacity_benchmark_writes_tables_and_plots_and_names_the_concurrenc
     mallory = json.dumps(settings | {"capacity_benchmark_client": "mallory"})
     unknown = kit.playbook("playbooks/capacity.yml", "-e", mallory, secrets_file=keys["file"])
     assert unknown.rc != 0 and 'capacity_benchmark_client "mallory" must be one of the clients' in unknown.output
+    blurry = json.dumps(settings | {"capacity_benchmark_workloads": [CAPACITY_WORKLOADS[1] | {"image_size": [56]}]})
+    bad_size = kit.playbook("playbooks/capacity.yml", "-e", blurry, secrets_file=keys["file"])
+    assert bad_size.rc != 0 and "Workload image: images is a whole number" in bad_size.output, bad_size.output[-999:]
     assert list(tmp_path.iterdir()) == []
     run = kit.playbook("playbooks/capacity.yml", "-e", json.dumps(settings), secrets_file=keys["file"])
     assert run.rc == 0, run.output[-4000:]
