@@ -90,7 +90,6 @@ def _wildcard(pattern: str, text: str, case_sensitive: bool = True) -> bool:
     return re.fullmatch(regex, text, 0 if case_sensitive else re.IGNORECASE | re.DOTALL) is not None
 
 
-
 def action_matches(pattern: str, action: str) -> bool:
     return _wildcard(pattern, action, case_sensitive=False)
 
