@@ -191,7 +191,11 @@ def inventory(
 def inventory_args() -> list[str]:
     """-i for this lane's host; none in lane 1, which uses the default inventory (ansible.cfg).
     Like lane 1's, a lane's one host accepts the outage of restarting it."""
-    quiet = {"inference_service_load_balancer_delay": 0, "inference_service_deregistration_grace": 0}
+    quiet = {
+        "inference_service_load_balancer_delay": 0,
+        "inference_service_drain_quiet_seconds": 0,
+        "inference_service_peer_ready_seconds": 0,
+    }
     alone = {LANE: {"inference_service_max_unavailable_percent": 100, **quiet}}
     return [] if LANE == 1 else ["-i", str(inventory([LANE], alone))]
 

@@ -1,7 +1,8 @@
 """Day-2 operations under load on two real test hosts behind a real load balancer (HAProxy).
 
 The fleet is registered in the test AWS server's target group; HAProxy follows that group as an
-ALB would (tests/traffic.py), so the kit's deregistration is what takes a host out of traffic.
+ALB would (tests/traffic.py), so the kit's deregistration is what takes a host out of traffic,
+DEREGISTRATION_LAG seconds late, as on AWS.
 Every test prints the requests its load sent, completed and failed.
 """
 
@@ -31,8 +32,17 @@ FIRST, SECOND = (kit.host_name(n) for n in HOSTS)
 GROUP = "day2"  # the kit's aws_name: target group, load balancer and security groups
 UNIT = "inference-vllm@0.service"
 MODEL = "tiny-vision"  # the served name (inventory/local/group_vars)
-# The test load balancer checks /ready every second, and follows the target group every half second.
-FAST = {"inference_service_load_balancer_delay": 5, "inference_service_deregistration_grace": 5}
+# The test load balancer checks /ready every second (2 failures out, 2 passes in), and follows
+# the target group every half second.
+FAST = {
+    "inference_service_load_balancer_delay": 5,
+    "inference_service_peer_ready_seconds": 5,
+    "inference_service_drain_quiet_seconds": 8,
+}
+# Seconds the test ALB keeps sending new requests to a deregistered target, as AWS's do (about 17 s
+# observed, longer reported): a fixed wait shorter than that (15 s before) stops engines that still
+# get requests.
+DEREGISTRATION_LAG = 25
 # Filled by the fleet fixture: the tiny text model in place of the vision one, and a changed engine setting.
 UPGRADE: dict = {}
 # The tiny model knows 2048 positions: vLLM refuses 4096, so a rollout of this cannot start its first host.
@@ -231,7 +241,7 @@ def fleet(models, keys):
     )
     # The deregistration delay at its real length: a rollout's host is back long before it ends,
     # as on AWS, where a restart takes minutes against the 15 the delay lasts.
-    aws = awsmock.Aws(drain_time_scale=1.0)
+    aws = awsmock.Aws(drain_time_scale=1.0, deregistration_lag=DEREGISTRATION_LAG)
     for n in HOSTS:  # from a machine image with the engine installed; test host 1 installs it
         kit.start_host(n, engine_installed=True)
     instances = {kit.host_name(n): aws.run_instance() for n in HOSTS}
@@ -253,7 +263,8 @@ def fleet(models, keys):
     backends = {kit.host_name(n): kit.gateway_port(n) for n in HOSTS}
     balancer = LoadBalancer(18080, backends, mode="targets").start()
     fleet = Fleet(aws, inventory, keys, balancer, instances)
-    balancer.follow(lambda: aws.targets(GROUP), {n: f"{i}:{kit.GATEWAY_PORT}" for n, i in instances.items()})
+    # What the test ALB's nodes route to: a deregistered target for DEREGISTRATION_LAG more seconds.
+    balancer.follow(lambda: aws.routed(GROUP), {n: f"{i}:{kit.GATEWAY_PORT}" for n, i in instances.items()})
     run = fleet.playbook("site.yml")
     assert run.rc == 0, run.output[-4000:]
     yield fleet
@@ -337,6 +348,28 @@ def test_service_restart_without_aws_drains_through_ready_and_drops_no_request(f
     assert stats.failed == 0 and stats.completed > 0, stats.errors[:5]
     assert set(stats.served_by) == {FIRST, SECOND}
     assert started(FIRST) != before[FIRST] and started(SECOND) == before[SECOND]
+    assert not draining(FIRST) and not draining(SECOND)
+
+
+def test_a_rolling_change_without_aws_waits_for_the_balancer_to_count_each_host_back_in(fleet):
+    """site.yml with a changed engine setting on both serving hosts, behind a load balancer that
+    checks /ready itself (HAProxy: inter 1s fall 2 rise 2): the second host may leave only once
+    the balancer counts the first back in (inference_service_peer_ready_seconds), so no request
+    finds both out (it failed 7 of 163 with HAProxy's 503 before)."""
+    backends = {kit.host_name(n): kit.gateway_port(n) for n in HOSTS}
+    checking = LoadBalancer(18081, backends, mode="health").start()
+    try:
+        wait_for(lambda: set(checking.states().values()) == {"UP"}, 15, "the health checks to pass")
+        before = {host: started(host) for host in (FIRST, SECOND)}
+        load = fleet.load(checking)
+        run = fleet.playbook("site.yml", aws_enabled=False, inference_engine_max_sequences=6)
+        stats = load.stop("during site.yml without AWS, the balancer checking /ready")
+    finally:
+        checking.stop()
+    assert run.rc == 0, run.output[-3000:]
+    assert all(started(host) != before[host] for host in (FIRST, SECOND)), "an engine kept its old settings"
+    assert stats.failed == 0 and stats.completed > 0, stats.errors[:5]
+    assert set(stats.served_by) == {FIRST, SECOND}
     assert not draining(FIRST) and not draining(SECOND)
 
 

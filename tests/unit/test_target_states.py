@@ -14,7 +14,7 @@ members = load("roles/aws_targets/library/elb_target_group_members.py")
         ("initial", "Elb.RegistrationInProgress", True),
         ("healthy", None, True),
         ("unhealthy", "Target.ResponseCodeMismatch", True),
-        ("draining", "Target.DeregistrationInProgress", False),  # RegisterTargets cancels the drain
+        ("draining", "Target.DeregistrationInProgress", False),  # registered again (and after its drain if need be)
         ("unused", "Target.NotRegistered", False),
         ("unused", "Target.InvalidState", True),  # a stopped instance, still registered
         ("unused", "Target.NotInUse", True),  # a group no load balancer uses yet

@@ -8,9 +8,12 @@ module: elb_target_group_members
 short_description: Register and deregister targets of a target group, draining ones included
 description:
   - Registers each target of O(register) that the target group does not route to (not
-    registered, or C(draining) from an earlier deregistration: RegisterTargets cancels the
-    drain), and deregisters each target of O(deregister) that is registered and not draining
-    already. One RegisterTargets and one DeregisterTargets call at most.
+    registered, or C(draining) from an earlier deregistration), and deregisters each target of
+    O(deregister) that is registered and not draining already.
+  - Whether RegisterTargets on a draining instance target cancels the drain is not documented
+    by AWS (for IP targets it documents the opposite: wait for the deregistration delay). Both
+    are handled: a target still C(draining) after RegisterTargets is waited for until its drain
+    ends (up to O(draining_timeout) seconds) and registered again.
   - Written because C(community.aws.elb_target) (10.0.0) registers a target only when its reason
     is C(Target.NotRegistered): a target deregistered less than the deregistration delay ago
     stays out, with C(changed=false).
@@ -29,6 +32,13 @@ options:
     type: list
     elements: str
     default: []
+  draining_timeout:
+    description:
+      - Seconds to wait for the drain of a target that RegisterTargets left C(draining) to end,
+        before registering it again; the module fails after that. At least the group's
+        deregistration delay, which bounds every drain.
+    type: int
+    default: 0
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
@@ -47,9 +57,15 @@ deregistered:
   type: list
   elements: dict
   returned: always
+waited_for_drain:
+  description: The targets RegisterTargets left draining, registered again once their drain ended.
+  type: list
+  elements: str
+  returned: always
 """
 
 import contextlib
+import time
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
@@ -87,12 +103,35 @@ def states(client, group_arn, targets):
     }
 
 
+def register_through_drain(module, client, group_arn, targets, timeout, poll=5):
+    """RegisterTargets; then each target still draining (RegisterTargets did not cancel its drain)
+    is registered again once its drain has ended. Returns those targets as "<id>:<port>"."""
+    client.register_targets(TargetGroupArn=group_arn, Targets=targets, aws_retry=True)
+    found = states(client, group_arn, targets)
+    draining = [t for t in targets if found[f"{t['Id']}:{t['Port']}"][0] == "draining"]
+    waited, deadline = [f"{t['Id']}:{t['Port']}" for t in draining], time.monotonic() + timeout
+    while draining:
+        if time.monotonic() >= deadline:
+            module.fail_json(
+                msg=f"{', '.join(waited)} still draining {timeout} s after RegisterTargets: the load balancer neither "
+                "cancelled the drain nor ended it within the deregistration delay. Run again once it has ended."
+            )
+        time.sleep(poll)
+        found = states(client, group_arn, draining)
+        ended = [t for t in draining if found[f"{t['Id']}:{t['Port']}"][0] != "draining"]
+        if ended:  # not registered any more: RegisterTargets registers them now
+            client.register_targets(TargetGroupArn=group_arn, Targets=ended, aws_retry=True)
+        draining = [t for t in draining if t not in ended]
+    return waited
+
+
 def main():
     module = AnsibleAWSModule(
         argument_spec={
             "name": {"type": "str", "required": True},
             "register": {"type": "list", "elements": "str", "default": []},
             "deregister": {"type": "list", "elements": "str", "default": []},
+            "draining_timeout": {"type": "int", "default": 0},
         },
         supports_check_mode=True,
     )
@@ -123,6 +162,7 @@ def main():
         "changed": bool(to_register or to_deregister),
         "registered": [{"target": key(t), "was": before[key(t)][0]} for t in to_register],
         "deregistered": [{"target": key(t), "was": before[key(t)][0]} for t in to_deregister],
+        "waited_for_drain": [],
     }
     if module.check_mode:
         module.exit_json(**result)
@@ -130,7 +170,9 @@ def main():
         if to_deregister:
             client.deregister_targets(TargetGroupArn=group["TargetGroupArn"], Targets=to_deregister, aws_retry=True)
         if to_register:
-            client.register_targets(TargetGroupArn=group["TargetGroupArn"], Targets=to_register, aws_retry=True)
+            result["waited_for_drain"] = register_through_drain(
+                module, client, group["TargetGroupArn"], to_register, module.params["draining_timeout"]
+            )
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
         module.fail_json_aws(e, msg=f"Could not change the targets of {name}")
     module.exit_json(**result)
