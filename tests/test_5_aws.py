@@ -100,7 +100,8 @@ def test_the_http_redirect_access_logs_and_deletion_protection_when_asked(aws):
     }
     denied = aws.playbook(**settings)
     assert denied.rc != 0, denied.output[-3000:]
-    assert denied.said(f'"{bucket}" must be an S3 bucket in us-east-1 whose bucket policy'), denied.output[-3000:]
+    assert denied.said(f'"{bucket}" must be an S3 bucket in us-east-1'), denied.output[-3000:]
+    assert denied.said("and a bucket policy that lets the load balancer write")
     assert aws.groups("kept-") == {}
     statement = {"Effect": "Allow", "Principal": {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"},
                  "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/kept/AWSLogs/*"}  # fmt: skip
@@ -141,11 +142,10 @@ def test_plain_http_serves_port_80_only_until_https_redirects_it(aws):
 
 def test_target_group_and_load_balancer_settings(aws, created):
     group = aws.elb.describe_target_groups(Names=["inference"])["TargetGroups"][0]
-    assert (group["HealthCheckPath"], group["HealthCheckIntervalSeconds"], group["HealthCheckTimeoutSeconds"]) == (
-        "/ready",
-        15,
-        5,
-    )
+    checks = ("HealthCheckPath", "HealthCheckIntervalSeconds", "HealthCheckTimeoutSeconds")
+    thresholds = ("HealthyThresholdCount", "UnhealthyThresholdCount")
+    # Every 5 s, out after 2 failures: a host whose engine died leaves within about 10 s.
+    assert tuple(group[k] for k in checks + thresholds) == ("/ready", 5, 4, 2, 2)
     attributes = {
         a["Key"]: a["Value"]
         for a in aws.elb.describe_target_group_attributes(TargetGroupArn=group["TargetGroupArn"])["Attributes"]
@@ -181,8 +181,12 @@ def test_cloudwatch_alarms_watch_the_load_balancer_and_its_target_group(aws, cre
         {"Name": "TargetGroup", "Value": group.split(":")[-1]},
     ]
     found = alarms(aws)
-    assert set(found) == set(ALARMS)
+    # The floor alarm waits for the first registration: HealthyHostCount reads 0 until then.
+    assert set(found) == set(ALARMS) - {"healthy-targets-low"}
+    assert aws.targets("inference") == {}
     for name, (metric, statistic, comparison, threshold, unit, dims, periods, points, missing) in ALARMS.items():
+        if name not in found:
+            continue
         alarm = found[name]
         assert alarm["Namespace"] == "AWS/ApplicationELB" and alarm["MetricName"] == metric, name
         assert alarm.get("Statistic", alarm.get("ExtendedStatistic")) == statistic, name
@@ -195,6 +199,11 @@ def test_cloudwatch_alarms_watch_the_load_balancer_and_its_target_group(aws, cre
 
 def test_alarms_notify_an_sns_topic_the_kit_creates_and_follow_changed_thresholds(aws, created):
     oncall = {"aws_alarms_sns_subscriptions": [{"protocol": "email", "endpoint": "oncall@example.com"}]}
+    # A target registered and healthy: from now on the floor alarm is made, and stays.
+    group = aws.elb.describe_target_groups(Names=["inference"])["TargetGroups"][0]["TargetGroupArn"]
+    target = f"{aws.instances()[0]['InstanceId']}:{kit.GATEWAY_PORT}"
+    aws.elb.register_targets(TargetGroupArn=group, Targets=[{"Id": target.split(":")[0], "Port": kit.GATEWAY_PORT}])
+    wait_for(lambda: aws.targets("inference") == {target: "healthy"}, 60, "the target to be healthy")
     run = aws.playbook(**FLEET, **oncall, aws_alarms_min_healthy_targets=2)
     assert run.rc == 0, run.output[-3000:]
     topic = next(t["TopicArn"] for t in aws.sns.list_topics()["Topics"] if t["TopicArn"].endswith(":inference-alarms"))
@@ -551,6 +560,96 @@ def test_scale_in_terminates_the_chosen_instances_only_after_the_load_balancer_i
     assert set(aws.targets("inference").values()) == {"healthy"} and len(aws.targets("inference")) == 4
     again = aws.playbook(aws_instances_count=2, aws_instances_allow_scale_in=True, **SHORT_DRAIN)
     assert again.rc == 0 and again.recap("localhost")["changed"] == 0, again.output[-3000:]
+
+
+def test_register_rolling_and_service_refuse_hosts_of_another_fleet_before_anything_changes(aws, created, tmp_path):
+    """The inventory's fleet (INFERENCE_KIT_FLEET) unset, -e aws_name naming another: the hosts'
+    instances carry the other fleet's tag, and nothing may put them into aws_name's target group."""
+    other = aws.run_instance()
+    aws.ec2.create_tags(Resources=[other], Tags=[{"Key": "inference-kit:fleet", "Value": "other"}])
+    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "instance_id": other}
+    inventory = tmp_path / "other-fleet.json"
+    inventory.write_text(json.dumps({"inference": {"hosts": {"stranger": host}}}))
+    before = aws.targets("inference")
+    for playbook, args in [
+        ("playbooks/register.yml", []),
+        ("playbooks/rolling.yml", []),
+        ("playbooks/service.yml", ["-e", "action=restart"]),
+    ]:
+        run = aws.playbook(*args, playbook=playbook, inventory=inventory, aws_enabled=True)
+        assert run.rc != 0, (playbook, run.output[-3000:])
+        assert run.said(f"stranger ({other}) is tagged inference-kit:fleet=other."), (playbook, run.output[-3000:])
+        assert run.said("This run acts on the fleet aws_name=inference") and run.said("Nothing was changed.")
+        assert "Preflight | Check the settings" not in run.output, playbook
+    assert aws.targets("inference") == before
+
+
+def test_an_access_log_bucket_of_another_account_is_accepted_and_sse_kms_refused_before_anything_is_created(aws):
+    """The bucket itself is asked, not the caller's bucket list: a central log archive of another
+    account is valid; default encryption SSE-KMS is not (access logs support SSE-S3 only)."""
+    from moto.s3.models import s3_backends
+
+    archive = "central-log-archive"
+    s3_backends["111122223333"]["aws"].create_bucket(archive, "us-east-1")
+    statement = {"Effect": "Allow", "Principal": {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"},
+                 "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{archive}/*"}  # fmt: skip
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [statement]}).encode()
+    s3_backends["111122223333"]["aws"].put_bucket_policy(archive, policy)
+    assert archive not in [b["Name"] for b in aws.s3.list_buckets()["Buckets"]]
+    run = aws.playbook(aws_name="central", aws_load_balancer_access_logs_bucket=archive)
+    assert run.rc == 0, run.output[-3000:]
+    balancer = aws.elb.describe_load_balancers(Names=["central"])["LoadBalancers"][0]["LoadBalancerArn"]
+    attributes = aws.elb.describe_load_balancer_attributes(LoadBalancerArn=balancer)["Attributes"]
+    assert {a["Key"]: a["Value"] for a in attributes}["access_logs.s3.bucket"] == archive
+    encrypted = "kit-logs-kms"
+    aws.s3.create_bucket(Bucket=encrypted)
+    aws.s3.put_bucket_policy(Bucket=encrypted, Policy=policy.decode().replace(archive, encrypted))
+    kms = {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}
+    aws.s3.put_bucket_encryption(Bucket=encrypted, ServerSideEncryptionConfiguration={"Rules": [kms]})
+    refused = aws.playbook(aws_name="kms", aws_load_balancer_access_logs_bucket=encrypted)
+    assert refused.rc != 0
+    assert refused.said("with SSE-S3 default encryption (it has aws:kms"), refused.output[-3000:]
+    assert aws.groups("kms-") == {}
+    assert "kms" not in [b["LoadBalancerName"] for b in aws.elb.describe_load_balancers()["LoadBalancers"]]
+
+
+@pytest.mark.parametrize("draining_register", ["cancels", "ignored"])
+def test_a_target_registered_while_draining_ends_up_registered_whatever_aws_does_with_the_drain(aws, draining_register):
+    """RegisterTargets on a draining instance target: AWS documents neither that it cancels the
+    drain nor that it is ignored until the drain ends; the kit's module handles both."""
+    name = f"redrain-{draining_register}"
+    vpc = {"VpcId": aws.vpc, "Protocol": "HTTP", "Port": kit.GATEWAY_PORT, "TargetType": "instance"}
+    group = aws.elb.create_target_group(Name=name, HealthCheckIntervalSeconds=5, **vpc)["TargetGroups"][0]
+    arn = group["TargetGroupArn"]
+    # 30 s, 10 s at the test's time scale
+    delay = [{"Key": "deregistration_delay.timeout_seconds", "Value": "30"}]
+    aws.elb.modify_target_group_attributes(TargetGroupArn=arn, Attributes=delay)
+    balancer = aws.elb.create_load_balancer(Name=name, Subnets=aws.subnets)["LoadBalancers"][0]["LoadBalancerArn"]
+    forward = [{"Type": "forward", "TargetGroupArn": arn}]
+    aws.elb.create_listener(LoadBalancerArn=balancer, Protocol="HTTP", Port=80, DefaultActions=forward)
+    instance = aws.run_instance()
+    target = f"{instance}:{kit.GATEWAY_PORT}"
+    aws.elb.register_targets(TargetGroupArn=arn, Targets=[{"Id": instance, "Port": kit.GATEWAY_PORT}])
+    wait_for(lambda: aws.targets(name) == {target: "healthy"}, 30, "the target to be healthy")
+    aws.elb.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": instance, "Port": kit.GATEWAY_PORT}])
+    assert aws.targets(name) == {target: "draining"}
+    awsmock.DRAINING_REGISTER = draining_register
+    aws.env["ANSIBLE_LIBRARY"] = str(kit.REPO / "roles/aws_targets/library")
+    try:
+        events = len(aws.target_events())
+        run = aws.playbook(playbook="tests/playbooks/register_targets.yml", group=name, targets=[target],
+                           draining_timeout=60)  # fmt: skip
+    finally:
+        awsmock.DRAINING_REGISTER = "cancels"
+        del aws.env["ANSIBLE_LIBRARY"]
+    assert run.rc == 0, run.output[-3000:]
+    happened = [(was, now) for t, was, now in aws.target_events(events) if t == target]
+    if draining_register == "cancels":
+        assert run.said("waited for drain: none") and happened[0] == ("draining", "initial"), happened
+    else:  # still draining: the module waited for the drain to end and registered it again
+        assert run.said(f"waited for drain: {target}"), run.output[-3000:]
+        assert happened[:2] == [("draining", "unused"), ("unused", "initial")], happened
+    wait_for(lambda: aws.targets(name) == {target: "healthy"}, 30, "the target to be healthy again")
 
 
 def test_teardown_removes_what_the_kit_created_and_only_that(aws, created, tmp_path):
