@@ -634,14 +634,12 @@ def test_a_target_registered_while_draining_ends_up_registered_whatever_aws_does
     aws.elb.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": instance, "Port": kit.GATEWAY_PORT}])
     assert aws.targets(name) == {target: "draining"}
     awsmock.DRAINING_REGISTER = draining_register
-    aws.env["ANSIBLE_LIBRARY"] = str(kit.REPO / "roles/aws_targets/library")
     try:
         events = len(aws.target_events())
         run = aws.playbook(playbook="tests/playbooks/register_targets.yml", group=name, targets=[target],
                            draining_timeout=60)  # fmt: skip
     finally:
         awsmock.DRAINING_REGISTER = "cancels"
-        del aws.env["ANSIBLE_LIBRARY"]
     assert run.rc == 0, run.output[-3000:]
     happened = [(was, now) for t, was, now in aws.target_events(events) if t == target]
     if draining_register == "cancels":
