@@ -446,6 +446,7 @@ def _register_dlamis(endpoint: str) -> None:
                 SourceRegion=REGION,
             )
             dlami_ids[(arch, system)] = image["ImageId"]
+            _owned_by_amazon(image["ImageId"])
 
 
 def publish_dlami(endpoint: str, system: str = "ubuntu-24.04", arch: str = "x86_64") -> str:
@@ -467,7 +468,24 @@ def publish_dlami(endpoint: str, system: str = "ubuntu-24.04", arch: str = "x86_
         )
     )  # fmt: skip
     dlami_ids[(arch, system)] = image_id
+    _owned_by_amazon(image_id)
     return image_id
+
+# The account AWS publishes the Deep Learning AMIs from; DescribeImages shows its alias "amazon",
+# which is the value of ec2:Owner for them (list_amazonec2.html, ec2:Owner).
+DLAMI_OWNER = "898082745236"
+
+
+def _owned_by_amazon(image_id: str) -> None:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ec2.models import ec2_backends
+
+    image = ec2_backends[DEFAULT_ACCOUNT_ID][REGION].amis[image_id]
+    image.owner_id, image.owner_alias = DLAMI_OWNER, "amazon"
+
+
+# IAM's service prefix where it differs from the signing name moto builds actions from.
+IAM_PREFIXES = {"monitoring:": "cloudwatch:"}
 
 
 # IAM's service prefix where it differs from the signing name moto builds actions from.
@@ -490,6 +508,360 @@ def _patch_iam_recording() -> None:
             return original(self, resource)
 
         request_class.check_action_permitted = check
+
+
+# --- IAM as AWS evaluates it: Resource, Condition and the checks inside other calls -------------
+# moto asks about every call with the resource "*" and knows no condition key, so for the users
+# made by iam_user() this server decides itself, with tests/iampolicy.py: each call becomes the
+# authorization requests AWS makes for it (the action on each resource ARN, with the request's
+# context keys), as the Service Authorization Reference defines them for the actions the kit
+# calls (docs.aws.amazon.com/service-authorization/latest/reference/: list_amazonec2.html,
+# list_awselasticloadbalancingv2.html, list_amazoncloudwatch.html, list_amazonsns.html,
+# list_awssystemsmanager.html, list_awsidentityandaccessmanagementiam.html), plus the
+# permissions AWS checks on the caller inside a call (below). A call any of whose requests is
+# not allowed fails with AccessDenied, naming the action and the resource.
+
+# access key id -> the policies of its user, evaluated by tests/iampolicy.py.
+evaluated_policies: dict[str, list[dict]] = {}
+
+# What Elastic Load Balancing checks on the caller inside its own calls (AWS, "Elastic Load
+# Balancing API permissions", docs.aws.amazon.com/elasticloadbalancing/latest/userguide/
+# elb-api-permissions.html, the 2015-12-01 API); iam:CreateServiceLinkedRole while the account
+# has no ELB service-linked role (its first load balancer), modelled in _iam_requests.
+ELB_NESTED_EC2 = {
+    "CreateLoadBalancer": [
+        "DescribeAccountAttributes",
+        "DescribeAddresses",
+        "DescribeInternetGateways",
+        "DescribeSecurityGroups",
+        "DescribeSubnets",
+        "DescribeVpcs",
+    ],
+    "CreateTargetGroup": ["DescribeInternetGateways", "DescribeVpcs"],
+    "RegisterTargets": ["DescribeInstances", "DescribeInternetGateways", "DescribeSubnets", "DescribeVpcs"],
+    "SetIpAddressType": ["DescribeSubnets"],
+    "SetSubnets": ["DescribeSubnets"],
+}
+ELB_SERVICE_LINKED_ROLE = "aws-service-role/elasticloadbalancing.amazonaws.com/AWSServiceRoleForElasticLoadBalancing"
+# EC2 resource id prefix -> its ARN's resource type (list_amazonec2.html, "Resource types").
+EC2_ID_TYPES = {
+    "i-": "instance",
+    "sg-": "security-group",
+    "vol-": "volume",
+    "eni-": "network-interface",
+    "subnet-": "subnet",
+    "vpc-": "vpc",
+    "ami-": "image",
+}
+
+
+def _request_params(request) -> dict:
+    """The call's parameters: the query protocol's form (first value of each), or the JSON body."""
+    body = request._body or b""
+    if body[:1] in (b"{", "{"):
+        return json.loads(body)
+    return {key: value[0] if isinstance(value, list) else value for key, value in (request._data or {}).items()}
+
+
+def _indexed(params: dict, prefix: str) -> list:
+    """PREFIX.1, PREFIX.2, ... of a query-protocol call: values, or dicts of their fields."""
+    found: dict[int, dict | str] = {}
+    for key, value in params.items():
+        if not key.startswith(prefix + "."):
+            continue
+        index, _, rest = key[len(prefix) + 1 :].partition(".")
+        if not index.isdigit():
+            continue
+        if rest:
+            found.setdefault(int(index), {})[rest] = value  # type: ignore[index]
+        else:
+            found[int(index)] = value
+    return [found[i] for i in sorted(found)]
+
+
+def _tag_context(tags: dict[str, str]) -> dict:
+    """aws:RequestTag/<key> for each tag in the request and aws:TagKeys (list_*.html, global keys)."""
+    context: dict = {f"aws:RequestTag/{key}": value for key, value in tags.items()}
+    return context | ({"aws:TagKeys": list(tags)} if tags else {})
+
+
+def _resource_tags(tags: dict[str, str]) -> dict:
+    return {f"aws:ResourceTag/{key}": value for key, value in tags.items()}
+
+
+def _iam_requests(request, moto_resource: str) -> list:
+    """The authorization requests AWS makes for one call (tests/iampolicy.Request each)."""
+    from iampolicy import Request
+    from moto.ec2.models import ec2_backends
+    from moto.iam.models import iam_backends
+
+    action, region, account = request._action, request._region, request.account_id
+    service, _, name = action.partition(":")
+    params = _request_params(request)
+    principal = request._access_key.arn
+    base = {
+        "aws:PrincipalArn": principal,
+        "aws:PrincipalAccount": account,
+        "aws:username": principal.rsplit("/", 1)[-1],
+        "aws:RequestedRegion": region,
+    }
+    found: list = []
+
+    def add(what: str, resource: str = "*", **context) -> None:
+        found.append(Request(what, resource, base | context))
+
+    if service == "ec2":
+        ec2 = ec2_backends[account][region]
+
+        def arn(resource_id: str) -> str:
+            kind = next((t for p, t in EC2_ID_TYPES.items() if resource_id.startswith(p)), "resource")
+            return f"arn:aws:ec2:{region}:{'' if kind == 'image' else account}:{kind}/{resource_id}"
+
+        def tags_of(resource_id: str) -> dict:
+            return _resource_tags(dict(ec2.tags.get(resource_id, {})))
+
+        def tag_specifications() -> dict[str, dict[str, str]]:
+            specs = _indexed(params, "TagSpecification")
+            return {
+                s.get("ResourceType", ""): {t["Key"]: t.get("Value", "") for t in _indexed(s, "Tag")} for s in specs
+            }
+
+        if name == "RunInstances":
+            tagged = tag_specifications()
+            # ec2_instance passes the subnet and groups in a network interface (NetworkInterface.1...)
+            interfaces = _indexed(params, "NetworkInterface")
+            subnet = params.get("SubnetId") or next((n["SubnetId"] for n in interfaces if "SubnetId" in n), "")
+            add(
+                action,
+                f"arn:aws:ec2:{region}:{account}:instance/*",
+                **{
+                    "ec2:InstanceType": params.get("InstanceType", "m1.small"),
+                    "ec2:MetadataHttpTokens": params.get("MetadataOptions.HttpTokens", "optional"),
+                },
+                **_tag_context(tagged.get("instance", {})),
+            )
+            volumes = [
+                m for m in _indexed(params, "BlockDeviceMapping") if "Ebs.VolumeSize" in m or "Ebs.Encrypted" in m
+            ]
+            for mapping in volumes or [{}]:
+                add(
+                    action,
+                    f"arn:aws:ec2:{region}:{account}:volume/*",
+                    **{
+                        "ec2:Encrypted": mapping.get("Ebs.Encrypted", "false"),
+                        "ec2:VolumeType": mapping.get("Ebs.VolumeType", "gp2"),
+                    },
+                    **_tag_context(tagged.get("volume", {})),
+                )
+            add(
+                action,
+                f"arn:aws:ec2:{region}:{account}:network-interface/*",
+                **{"ec2:Subnet": arn(subnet)} if subnet else {},
+                **_tag_context(tagged.get("network-interface", {})),
+            )
+            image_id = params.get("ImageId", "")
+            image = ec2.amis.get(image_id)
+            owner = ("amazon" if image.owner_alias == "amazon" else image.owner_id) if image else ""
+            add(action, arn(image_id), **{"ec2:Owner": owner} if owner else {})
+            if subnet:
+                add(action, arn(subnet), **tags_of(subnet))
+            groups = _indexed(params, "SecurityGroupId") + [
+                g for n in interfaces for g in _indexed(n, "SecurityGroupId")
+            ]
+            for group in groups:
+                add(action, arn(group), **tags_of(group))
+            if params.get("KeyName"):
+                add(action, f"arn:aws:ec2:{region}:{account}:key-pair/{params['KeyName']}")
+            for kind, tags in tagged.items():  # tagging on create (list_amazonec2.html, ec2:CreateAction)
+                add(
+                    "ec2:CreateTags",
+                    f"arn:aws:ec2:{region}:{account}:{kind}/*",
+                    **{"ec2:CreateAction": name},
+                    **_tag_context(tags),
+                )
+            profile = (
+                params.get("IamInstanceProfile.Name") or params.get("IamInstanceProfile.Arn", "").rsplit("/", 1)[-1]
+            )
+            if profile:  # passing the profile's role to EC2 (list_awsidentityandaccessmanagementiam.html, iam:PassRole)
+                iam = iam_backends[account]["aws"]
+                with contextlib.suppress(Exception):  # no such profile: RunInstances itself says so
+                    for role in iam.get_instance_profile(profile).roles:
+                        add("iam:PassRole", role.arn, **{"iam:PassedToService": "ec2.amazonaws.com"})
+        elif name == "CreateSecurityGroup":
+            tags = tag_specifications().get("security-group", {})
+            add(action, f"arn:aws:ec2:{region}:{account}:security-group/*", **_tag_context(tags))
+            add(action, arn(params.get("VpcId", "")), **tags_of(params.get("VpcId", "")))
+            if tags:
+                add(
+                    "ec2:CreateTags",
+                    f"arn:aws:ec2:{region}:{account}:security-group/*",
+                    **{"ec2:CreateAction": name},
+                    **_tag_context(tags),
+                )
+        elif name in (
+            "AuthorizeSecurityGroupIngress",
+            "RevokeSecurityGroupIngress",
+            "AuthorizeSecurityGroupEgress",
+            "RevokeSecurityGroupEgress",
+            "DeleteSecurityGroup",
+            "UpdateSecurityGroupRuleDescriptionsIngress",
+        ):
+            group = params.get("GroupId", "")
+            add(action, arn(group), **tags_of(group))
+        elif name == "ModifyInstanceAttribute":
+            instance = params.get("InstanceId", "")
+            add(action, arn(instance), **tags_of(instance))
+            for group in _indexed(params, "GroupId"):
+                add(action, arn(group), **tags_of(group))
+        elif name in ("StartInstances", "StopInstances", "TerminateInstances", "ModifyInstanceMetadataOptions"):
+            for instance in _indexed(params, "InstanceId") or [params.get("InstanceId", "")]:
+                add(action, arn(instance), **tags_of(instance))
+        elif name in ("CreateTags", "DeleteTags"):
+            tags = {t["Key"]: t.get("Value", "") for t in _indexed(params, "Tag")}
+            for resource_id in _indexed(params, "ResourceId"):
+                add(action, arn(resource_id), **tags_of(resource_id), **_tag_context(tags))
+        else:
+            add(action)
+    elif service == "elasticloadbalancing":
+        from moto.elbv2.models import elbv2_backends
+
+        elb = elbv2_backends[account][region]
+        prefix = f"arn:aws:elasticloadbalancing:{region}:{account}"
+
+        def tags_of(resource_arn: str) -> dict:
+            return _resource_tags(elb.tagging_service.get_tag_dict_for_resource(resource_arn))
+
+        tags = {t["Key"]: t.get("Value", "") for t in _indexed(params, "Tags.member")}
+        created = {
+            "CreateLoadBalancer": f"{prefix}:loadbalancer/app/{params.get('Name')}/*",
+            "CreateTargetGroup": f"{prefix}:targetgroup/{params.get('Name')}/*",
+        }
+        if name in created:
+            add(action, created[name], **_tag_context(tags))
+            if tags:  # tagging on create (list_awselasticloadbalancingv2.html, elasticloadbalancing:CreateAction)
+                add(
+                    "elasticloadbalancing:AddTags",
+                    created[name],
+                    **{"elasticloadbalancing:CreateAction": name},
+                    **_tag_context(tags),
+                )
+        elif name in ("CreateListener", "CreateRule"):
+            parent = params.get("LoadBalancerArn") or params.get("ListenerArn", "")
+            add(action, parent, **tags_of(parent), **_tag_context(tags))
+            if tags:
+                kind = "listener" if name == "CreateListener" else "listener-rule"
+                add(
+                    "elasticloadbalancing:AddTags",
+                    f"{prefix}:{kind}/app/*",
+                    **{"elasticloadbalancing:CreateAction": name},
+                    **_tag_context(tags),
+                )
+        elif name in ("AddTags", "RemoveTags"):
+            keys = _indexed(params, "TagKeys.member")
+            for resource_arn in _indexed(params, "ResourceArns.member"):
+                add(
+                    action,
+                    resource_arn,
+                    **tags_of(resource_arn),
+                    **(_tag_context(tags) if tags else {"aws:TagKeys": keys}),
+                )
+        elif name == "SetRulePriorities":
+            for rule in _indexed(params, "RulePriorities.member"):
+                add(action, rule.get("RuleArn", ""), **tags_of(rule.get("RuleArn", "")))
+        elif not name.startswith("Describe"):
+            resource_arn = next(
+                (params[k] for k in ("LoadBalancerArn", "TargetGroupArn", "ListenerArn", "RuleArn") if k in params), "*"
+            )
+            add(action, resource_arn, **tags_of(resource_arn))
+        else:
+            add(action)
+        for nested in ELB_NESTED_EC2.get(name, []):
+            add(f"ec2:{nested}")
+        if name == "CreateLoadBalancer":
+            iam = iam_backends[account]["aws"]
+            if not _has_elb_service_linked_role(iam):
+                add(
+                    "iam:CreateServiceLinkedRole",
+                    f"arn:aws:iam::{account}:role/{ELB_SERVICE_LINKED_ROLE}",
+                    **{"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"},
+                )
+    elif service == "cloudwatch" and name in ("PutMetricAlarm", "DeleteAlarms"):
+        names = params.get("AlarmNames") or _indexed(params, "AlarmNames.member") or [params.get("AlarmName", "")]
+        tags = {t["Key"]: t.get("Value", "") for t in params.get("Tags") or _indexed(params, "Tags.member")}
+        for alarm in names:
+            add(action, f"arn:aws:cloudwatch:{region}:{account}:alarm:{alarm}", **_tag_context(tags))
+    elif service == "sns" and name != "ListTopics" and name != "Unsubscribe":
+        topic = (
+            params.get("TopicArn")
+            or params.get("ResourceArn")
+            or f"arn:aws:sns:{region}:{account}:{params.get('Name', '')}"
+        )
+        tags = {t["Key"]: t.get("Value", "") for t in _indexed(params, "Tags.member")}
+        add(action, topic, **_tag_context(tags))
+        if name == "CreateTopic" and tags:  # CreateTopic with tags needs sns:TagResource too (list_amazonsns.html)
+            add("sns:TagResource", topic, **_tag_context(tags))
+    elif service == "ssm" and name in ("GetParameter", "GetParameters"):
+        for parameter in params.get("Names") or [params.get("Name", "")]:
+            owner = "" if parameter.startswith("/aws/") else account  # AWS's public parameters
+            add(action, f"arn:aws:ssm:{region}:{owner}:parameter/{parameter.lstrip('/')}")
+    elif service == "iam" and name == "GetInstanceProfile":
+        add(action, f"arn:aws:iam::{account}:instance-profile/{params.get('InstanceProfileName', '')}")
+    else:
+        add(action, moto_resource or "*")
+    return found
+
+
+def _patch_iam_evaluation() -> None:
+    """The users of iam_user() are authorized by tests/iampolicy.py over _iam_requests(), not by moto."""
+    import iampolicy
+    from moto.core.exceptions import AccessDeniedError
+    from moto.iam import access_control
+
+    for request_class in (access_control.IAMRequest, access_control.S3IAMRequest):
+        if getattr(request_class, "kit_evaluated", False):
+            continue
+        previous = request_class.check_action_permitted
+
+        def check(self, resource, previous=previous):
+            key = self._access_key._access_key_id
+            if key not in evaluated_policies:
+                return previous(self, resource)
+            for signing, prefix in IAM_PREFIXES.items():
+                if self._action.startswith(signing):
+                    self._action = prefix + self._action.removeprefix(signing)
+            if self._action == "sts:GetCallerIdentity":  # needs no permission (AWS STS API reference)
+                called_actions.setdefault(key, set()).add(self._action)
+                return None
+            for asked in _iam_requests(self, resource):
+                called_actions.setdefault(key, set()).add(asked.action)
+                decision = iampolicy.evaluate(evaluated_policies[key], asked)
+                if not decision.allowed:
+                    why = (
+                        "with an explicit deny in an identity-based policy"
+                        if decision.reason == "explicit deny"
+                        else f"because no identity-based policy allows the {asked.action} action"
+                    )
+                    # AWS's wording (IAM User Guide, troubleshoot_access-denied.html)
+                    raise AccessDeniedError(self._access_key.arn, f"{asked.action} on resource: {asked.resource} {why}")
+            if self._action == "elasticloadbalancing:CreateLoadBalancer":
+                _create_elb_service_linked_role(self.account_id)
+            return None
+
+        request_class.check_action_permitted = check
+        request_class.kit_evaluated = True
+
+
+def _create_elb_service_linked_role(account: str) -> None:
+    """What AWS does on an account's first load balancer: the ELB service-linked role appears."""
+    from moto.iam.models import iam_backends
+
+    iam = iam_backends[account]["aws"]
+    if not _has_elb_service_linked_role(iam):
+        iam.create_service_linked_role("elasticloadbalancing.amazonaws.com", "", "")
+
+
+def _has_elb_service_linked_role(iam) -> bool:
+    return any(role.path == "/aws-service-role/elasticloadbalancing.amazonaws.com/" for role in iam.roles.values())
 
 
 # The control node's policy the kit ships: the tests' playbooks run as a user holding only it.
@@ -535,28 +907,25 @@ def saved_calls(file: str, timeout: float = 1800) -> set[str] | None:
 ADMIN = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
-def actions_only(policy: dict) -> dict:
-    """POLICY as this server can check it. moto asks about every call with the resource "*" and
-    knows no condition key (an unmet Condition denies), so Resource and Condition are left out;
-    test_0 checks them against AWS's definitions with parliament. Each Action becomes a list."""
-    statements = [
-        {
-            "Effect": s["Effect"],
-            "Action": s["Action"] if isinstance(s["Action"], list) else [s["Action"]],
-            "Resource": "*",
-        }
-        for s in policy["Statement"]
-    ]
-    return {"Version": policy["Version"], "Statement": statements}
+def listed(element) -> list:
+    """A policy element as a list (IAM allows one string for one value)."""
+    return element if isinstance(element, list) else [element]
+
+
+def policy_actions(policy: dict) -> set[str]:
+    """Every action POLICY's statements name."""
+    return {action for statement in policy["Statement"] for action in listed(statement["Action"])}
 
 
 def iam_user(endpoint: str, name: str, policy: dict) -> dict[str, str]:
-    """A user holding POLICY alone (made before IAM is enforced); its credentials as boto3 takes them."""
+    """A user holding POLICY alone (made before IAM is enforced), authorized as AWS would
+    (_patch_iam_evaluation); its credentials as boto3 takes them."""
     iam = boto3.client("iam", region_name=REGION, endpoint_url=endpoint, **ADMIN)
     name = f"{name}-{os.urandom(3).hex()}"  # the server's state outlives it in this process
     iam.create_user(UserName=name)
     iam.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=json.dumps(policy))
     key = iam.create_access_key(UserName=name)["AccessKey"]
+    evaluated_policies[key["AccessKeyId"]] = [policy]
     return {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
 
 
@@ -575,6 +944,7 @@ def start(port: int | None = None) -> tuple[ThreadedMotoServer, str]:
     _patch_targets()
     _patch_s3_action_names()
     _patch_iam_recording()
+    _patch_iam_evaluation()
     port = port or free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -633,7 +1003,7 @@ class Aws:
         ADMIN = iam_user(self.endpoint, "kit-test-admin", everything)
         options |= ADMIN
         # The kit's playbooks run as a user holding only the policy the kit ships.
-        policy = actions_only(json.loads(CONTROL_NODE_POLICY.read_text()))
+        policy = json.loads(CONTROL_NODE_POLICY.read_text())
         self.credentials = iam_user(self.endpoint, "kit-control-node", policy)
         self.env = client_env(self.endpoint, self.credentials)
         moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # from here on, every call is authorized as on AWS

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import awsmock
 import boto3
+import botocore.exceptions
 import pytest
 from traffic import wait_for
 
@@ -337,10 +338,14 @@ def applied(aws) -> tuple:
 
 def test_hosts_reached_through_session_manager_get_no_ssh_and_the_ssm_inventory_names_them_by_id(aws):
     iam = boto3.client("iam", region_name=awsmock.REGION, endpoint_url=aws.endpoint, **awsmock.ADMIN)
-    iam.create_role(RoleName="kit-hosts", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}))  # fmt: skip
+    # The policy passes only roles named inference-kit-* (docs/aws.md).
+    trust = {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    iam.create_role(
+        RoleName="inference-kit-hosts",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [trust]}),
+    )
     iam.create_instance_profile(InstanceProfileName="kit-hosts")
-    iam.add_role_to_instance_profile(InstanceProfileName="kit-hosts", RoleName="kit-hosts")
+    iam.add_role_to_instance_profile(InstanceProfileName="kit-hosts", RoleName="inference-kit-hosts")
     aws.s3.create_bucket(Bucket="kit-ssm")
     settings = {
         "aws_name": "viassm",
@@ -681,9 +686,10 @@ def test_teardown_removes_what_the_kit_created_and_only_that(aws, created, tmp_p
 
 
 def test_a_policy_without_one_action_the_kit_calls_fails_with_the_missing_permission(aws):
-    policy = awsmock.actions_only(json.loads(awsmock.CONTROL_NODE_POLICY.read_text()))
+    policy = json.loads(awsmock.CONTROL_NODE_POLICY.read_text())
     for statement in policy["Statement"]:
-        statement["Action"] = [a for a in statement["Action"] if a != "ec2:DescribeInstanceTypeOfferings"]
+        actions = awsmock.listed(statement["Action"])
+        statement["Action"] = [a for a in actions if a != "ec2:DescribeInstanceTypeOfferings"]
     short = awsmock.iam_user(aws.endpoint, "kit-short", policy)
     run = aws.playbook(aws_name="short", aws_instances_count=1, credentials=short)
     assert run.rc != 0, run.output[-3000:]
@@ -703,3 +709,93 @@ def known_hosts(path, addresses) -> None:
 
 def known_addresses(path) -> set[str]:
     return {line.split()[0] for line in path.read_text().splitlines() if line.strip()}
+
+
+def without(actions: set[str]) -> dict:
+    """The control node's policy less ACTIONS."""
+    policy = json.loads(awsmock.CONTROL_NODE_POLICY.read_text())
+    for statement in policy["Statement"]:
+        statement["Action"] = [a for a in awsmock.listed(statement["Action"]) if a not in actions]
+    policy["Statement"] = [s for s in policy["Statement"] if s["Action"]]
+    return policy
+
+
+@pytest.mark.parametrize(
+    ("missing", "call"),
+    [
+        ("ec2:DescribeInternetGateways", "CreateTargetGroup"),  # the first ELB call that checks it
+        ("ec2:DescribeAddresses", "CreateLoadBalancer"),
+        ("iam:CreateServiceLinkedRole", "CreateLoadBalancer"),  # a new account's first load balancer
+    ],
+)
+def test_the_ec2_permissions_elb_checks_inside_its_calls_are_in_the_policy(aws, missing, call):
+    """AWS, "Elastic Load Balancing API permissions": CreateLoadBalancer, CreateTargetGroup and
+    RegisterTargets check EC2 permissions on the caller; the test server does too."""
+    iam = boto3.client("iam", region_name=awsmock.REGION, endpoint_url=aws.endpoint, **awsmock.ADMIN)
+    linked = iam.list_roles(PathPrefix="/aws-service-role/elasticloadbalancing.amazonaws.com/")["Roles"]
+    for role in linked:  # as on a new account, whose first load balancer creates the role
+        iam.delete_service_linked_role(RoleName=role["RoleName"])
+    short = awsmock.iam_user(aws.endpoint, "kit-short", without({missing}))
+    name = "nested-" + os.urandom(3).hex()
+    run = aws.playbook(aws_name=name, credentials=short)
+    assert run.rc != 0, run.output[-3000:]
+    assert run.said(f"perform: {missing}"), run.output[-3000:]
+    assert run.said(call), run.output[-3000:]
+    assert name not in [b["LoadBalancerName"] for b in aws.elb.describe_load_balancers()["LoadBalancers"]]
+
+
+def test_the_policy_lets_the_kit_touch_only_its_fleet(aws, created):
+    """The control node's policy, evaluated with its Resource and Condition parts as AWS would
+    (tests/iampolicy.py): what the kit does is allowed, the same on what is not the fleet's is not."""
+    options = {"region_name": awsmock.REGION, "endpoint_url": aws.endpoint, **aws.credentials}
+    ec2, elb = boto3.client("ec2", **options), boto3.client("elbv2", **options)
+    foreign = aws.elb.create_target_group(Name="foreign", Protocol="HTTP", Port=80, VpcId=aws.vpc)
+    foreign_group = foreign["TargetGroups"][0]["TargetGroupArn"]
+    aws.elb.add_tags(ResourceArns=[foreign_group], Tags=[{"Key": "owner", "Value": "someone"}])
+    foreign_balancer = aws.elb.create_load_balancer(Name="foreign", Subnets=aws.subnets)["LoadBalancers"][0]
+    other = aws.ec2.create_security_group(GroupName="foreign", Description="not the kit's", VpcId=aws.vpc)["GroupId"]
+    instance = aws.run_instance()
+    fleet = [{"Key": "inference-kit:fleet", "Value": "inference"}]
+    refused = {
+        "elasticloadbalancing:AddTags": lambda: elb.add_tags(ResourceArns=[foreign_balancer["LoadBalancerArn"]],
+                                                             Tags=fleet),
+        "elasticloadbalancing:RegisterTargets": lambda: elb.register_targets(TargetGroupArn=foreign_group,
+                                                                             Targets=[{"Id": instance}]),
+        "elasticloadbalancing:ModifyLoadBalancerAttributes": lambda: elb.modify_load_balancer_attributes(
+            LoadBalancerArn=foreign_balancer["LoadBalancerArn"],
+            Attributes=[{"Key": "idle_timeout.timeout_seconds", "Value": "30"}]),
+        "ec2:AuthorizeSecurityGroupIngress": lambda: ec2.authorize_security_group_ingress(
+            GroupId=other, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+                                           "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]),
+        "ec2:ModifyInstanceAttribute": lambda: ec2.modify_instance_attribute(InstanceId=instance,
+                                                                             DisableApiTermination={"Value": True}),
+        "ec2:TerminateInstances": lambda: ec2.terminate_instances(InstanceIds=[instance]),
+        "ec2:CreateTags": lambda: ec2.create_tags(Resources=[instance], Tags=fleet),
+    }  # fmt: skip
+    image, subnet = awsmock.dlami_ids[("x86_64", "ubuntu-24.04")], aws.private_subnets[0]
+    hosts = aws.groups("inference-")["inference-hosts"]["GroupId"]
+
+    def launch(instance_type="g6e.xlarge", tags=fleet, groups=(hosts,), http_tokens="required", encrypted=True):
+        specs = [{"ResourceType": kind, "Tags": tags} for kind in ("instance", "volume")] if tags else []
+        return ec2.run_instances(
+            ImageId=image, MinCount=1, MaxCount=1, InstanceType=instance_type, SubnetId=subnet,
+            SecurityGroupIds=list(groups), TagSpecifications=specs, MetadataOptions={"HttpTokens": http_tokens},
+            BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 200, "Encrypted": encrypted}}],
+        )["Instances"][0]["InstanceId"]  # fmt: skip
+
+    refused |= {
+        "ec2:RunInstances on instance/* (ec2:InstanceType)": lambda: launch(instance_type="p5.48xlarge"),
+        "ec2:RunInstances on instance/* (no fleet tag)": lambda: launch(tags=[]),
+        "ec2:RunInstances on security-group/": lambda: launch(groups=(other,)),
+        "ec2:RunInstances on instance/* (IMDSv1)": lambda: launch(http_tokens="optional"),
+        "ec2:RunInstances on volume/* (unencrypted)": lambda: launch(encrypted=False),
+    }
+    for what, call in refused.items():
+        with pytest.raises(botocore.exceptions.ClientError) as denied:
+            call()
+        assert denied.value.response["Error"]["Code"] == "AccessDenied", what
+        action, _, rest = what.partition(" on ")
+        assert f"perform: {action}" in str(denied.value), (what, str(denied.value))
+        assert rest.split(" (")[0] in str(denied.value), (what, str(denied.value))
+    launched = launch()  # the same launch as the kit's is allowed
+    aws.ec2.terminate_instances(InstanceIds=[launched, instance])
