@@ -624,7 +624,8 @@ def test_a_target_registered_while_draining_ends_up_registered_whatever_aws_does
     drain nor that it is ignored until the drain ends; the kit's module handles both."""
     name = f"redrain-{draining_register}"
     vpc = {"VpcId": aws.vpc, "Protocol": "HTTP", "Port": kit.GATEWAY_PORT, "TargetType": "instance"}
-    group = aws.elb.create_target_group(Name=name, HealthCheckIntervalSeconds=5, **vpc)["TargetGroups"][0]
+    fleet = [{"Key": "inference-kit:fleet", "Value": "inference"}]  # the policy's writes need the fleet tag
+    group = aws.elb.create_target_group(Name=name, HealthCheckIntervalSeconds=5, Tags=fleet, **vpc)["TargetGroups"][0]
     arn = group["TargetGroupArn"]
     # 30 s, 10 s at the test's time scale
     delay = [{"Key": "deregistration_delay.timeout_seconds", "Value": "30"}]
