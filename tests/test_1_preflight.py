@@ -177,6 +177,33 @@ def test_cuda_build_accepts_real_nvidia_smi_output_with_driver_580(host, keys):
         kit.remove_fake_nvidia_smi(host)
 
 
+def test_a_gpu_host_without_the_engines_cuda_toolkit_stops_in_preflight(host, keys):
+    """The kernel builds at start need nvcc of the engine's CUDA release (13.0): missing, or another
+    major release named by inference_engine_cuda_home, is refused before the host changes."""
+    kit.install_fake_nvidia_smi(host)
+    old = "/opt/cuda-12.9/bin"
+    banner = "Cuda compilation tools, release 12.9, V12.9.86"
+    kit.host_sh(
+        f"rm -rf {kit.CUDA_HOME} && mkdir -p {old} && printf '#!/bin/sh\\necho \"{banner}\"\\n' > {old}/nvcc "
+        f"&& chmod 755 {old}/nvcc"
+    )
+    try:
+        before = kit.fingerprint(host)
+        settings = {"inference_engine_build": "cuda", "inference_metrics_gpu_exporter_package": ""}
+        missing = kit.playbook("site.yml", "-e", json.dumps(settings), secrets_file=keys["file"])
+        assert missing.rc != 0
+        assert missing.said(f"has no CUDA 13.0 toolkit at {kit.CUDA_HOME}"), missing.output[-3000:]
+        assert missing.said("set inference_engine_cuda_home to a CUDA 13.x toolkit's directory")
+        settings["inference_engine_cuda_home"] = "/opt/cuda-12.9"
+        other = kit.playbook("site.yml", "-e", json.dumps(settings), secrets_file=keys["file"])
+        assert other.rc != 0
+        assert other.said("has no CUDA 13.0 toolkit at /opt/cuda-12.9 (release 12.9)"), other.output[-3000:]
+        assert kit.fingerprint(host) == before
+    finally:
+        kit.host_sh("rm -rf /opt/cuda-12.9")
+        kit.remove_fake_nvidia_smi(host)
+
+
 def test_check_diff_on_a_fresh_host_passes_and_shows_no_secret(host, keys):
     before = kit.fingerprint(host)
     run = kit.playbook("playbooks/serve.yml", "--check", "--diff", secrets_file=keys["file"])

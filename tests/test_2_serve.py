@@ -391,6 +391,46 @@ def test_the_capacity_benchmark_writes_tables_and_plots_and_names_the_concurrenc
     assert int(requests) >= 24  # every request went through the gateway as alice
 
 
+def test_the_smoke_playbook_reports_each_check_and_goes_on_after_a_failure(served, keys, tmp_path):
+    """playbooks/smoke.yml on the CPU host: the GPU checks do not apply, the toolchain and the
+    generation pass; with ninja gone from the engine's virtualenv the toolchain check fails, the
+    others still run, and the play fails naming it."""
+    report = tmp_path / "smoke"
+
+    def smoke() -> tuple[kit.Run, dict[str, str], str]:
+        settings = f"inference_smoke_report_dir={report}"
+        run = kit.playbook("playbooks/smoke.yml", "-e", settings, secrets_file=keys["file"])
+        document = json.loads((report / f"{kit.HOST}.json").read_text())
+        results = {item["check"]: item["result"] for item in document["results"]}
+        return run, results, (report / f"{kit.HOST}.txt").read_text()
+
+    run, results, text = smoke()
+    assert run.rc == 0, run.output[-4000:]
+    assert results == {
+        "GPUs and driver": "skip",
+        "CUDA the driver runs": "skip",
+        "CUDA toolkit": "skip",
+        "device nodes": "skip",
+        "kernel toolchain in the engine unit": "pass",
+        "tensor parallel over two GPUs (NCCL all-reduce)": "skip",
+        "DCGM and its exporter paired, every alert metric served": "skip",
+        "every gateway port generates": "pass",
+        "kernels built at start": "skip",
+    }, text
+    assert "PASS  kernel toolchain in the engine unit: ninja /opt/inference/vllm/venv/bin/ninja" in text, text
+    ninja = "/opt/inference/vllm/venv/bin/ninja"
+    kit.host_sh(f"mv {ninja} {ninja}.away")
+    try:
+        run, results, text = smoke()
+    finally:
+        kit.host_sh(f"mv {ninja}.away {ninja}")
+    assert run.rc != 0
+    assert run.said("failed kernel toolchain in the engine unit"), run.output[-3000:]
+    assert results["kernel toolchain in the engine unit"] == "fail"
+    assert results["every gateway port generates"] == "pass"
+    assert "ninja is not on PATH" in text, text
+
+
 def test_secrets_stay_out_of_argv_journal_and_world_readable_files(served, keys):
     """The whole host after site.yml and traffic (each role's scenario checks its own part)."""
     argv = kit.host_sh("ps -eo args").stdout
