@@ -416,6 +416,7 @@ def test_the_smoke_playbook_reports_each_check_and_goes_on_after_a_failure(serve
         "DCGM and its exporter paired, every alert metric served": "skip",
         "every gateway port generates": "pass",
         "kernels built at start": "skip",
+        "target deregistered, drained and registered on the load balancer": "skip",
     }, text
     assert "PASS  kernel toolchain in the engine unit: ninja /opt/inference/vllm/venv/bin/ninja" in text, text
     ninja = "/opt/inference/vllm/venv/bin/ninja"

@@ -107,6 +107,23 @@ def test_a_target_that_is_not_ready_is_not_reported_healthy(aws, keys, e2e):
     wait_for(lambda: aws.targets(E2E)[target] == "healthy", 60, "the health checks to pass again")
 
 
+def test_the_smoke_playbook_times_the_hosts_target_on_the_load_balancer(aws, keys, e2e, tmp_path):
+    """With aws_enabled, smoke.yml deregisters the host's target (draining for the delay, as on AWS),
+    registers it again and reports the seconds each step took; the target ends healthy."""
+    instance, settings, _ = e2e
+    run = aws.playbook(playbook="playbooks/smoke.yml", secrets=keys["file"], inference_smoke_report_dir=str(tmp_path),
+                       **settings)  # fmt: skip
+    assert run.rc == 0, run.output[-4000:]
+    report = json.loads((tmp_path / f"{kit.HOST}.json").read_text())
+    (timed,) = [r for r in report["results"] if r["check"].startswith("target deregistered")]
+    assert timed["result"] == "pass", timed
+    detail = dict(line.split(" ", 1) for line in timed["detail"])
+    assert detail["target"] == f"{instance}:{kit.GATEWAY_PORT}"
+    assert float(detail["seen_draining_seconds"]) <= float(detail["drain_seconds"]), detail
+    assert float(detail["drain_seconds"]) > 0 and float(detail["healthy_again_seconds"]) > 0, detail
+    assert aws.targets(E2E) == {f"{instance}:{kit.GATEWAY_PORT}": "healthy"}
+
+
 def test_the_control_node_policy_holds_exactly_the_actions_the_kit_called(aws, request):
     """Runs last, after every test of both AWS files ran as the policy's user: an action the policy
     lacks failed a test there; one the kit never called fails here."""
