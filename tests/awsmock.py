@@ -471,6 +471,7 @@ def publish_dlami(endpoint: str, system: str = "ubuntu-24.04", arch: str = "x86_
     _owned_by_amazon(image_id)
     return image_id
 
+
 # The account AWS publishes the Deep Learning AMIs from; DescribeImages shows its alias "amazon",
 # which is the value of ec2:Owner for them (list_amazonec2.html, ec2:Owner).
 DLAMI_OWNER = "898082745236"
@@ -482,10 +483,6 @@ def _owned_by_amazon(image_id: str) -> None:
 
     image = ec2_backends[DEFAULT_ACCOUNT_ID][REGION].amis[image_id]
     image.owner_id, image.owner_alias = DLAMI_OWNER, "amazon"
-
-
-# IAM's service prefix where it differs from the signing name moto builds actions from.
-IAM_PREFIXES = {"monitoring:": "cloudwatch:"}
 
 
 # IAM's service prefix where it differs from the signing name moto builds actions from.

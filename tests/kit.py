@@ -99,9 +99,9 @@ def parser_venv(engine: str) -> Path:
     return venv
 
 
-def install_fake_nvidia_smi(host: str, csv_line: str | None = None) -> None:
+def install_fake_nvidia_smi(host: str, csv_line: str | None = None, toolkit: bool = True) -> None:
     """Stand in for a GPU host: an nvidia-smi that answers the kit's exact query with real output,
-    and the real CUDA 13.0 compiler where the DLAMI has it (no driver, no GPU)."""
+    and (with TOOLKIT) the real CUDA 13.0 compiler where the DLAMI has it (no driver, no GPU)."""
     csv_line = csv_line or (NVIDIA_SMI_FIXTURES / "query-gpu-noheader.csv").read_text().strip()
     script = f"""#!/bin/sh
 [ "$*" = "{GPU_QUERY}" ] || {{ echo "unexpected nvidia-smi query: $*" >&2; exit 2; }}
@@ -110,7 +110,8 @@ echo '{csv_line}'
     command = ["sh", "-c", "cat > /usr/local/bin/nvidia-smi && chmod 755 /usr/local/bin/nvidia-smi"]
     testhosts.host_exec(host, command, input=script, check=True)
     host_sh(f"rm -rf {CUDA_HOME}", host)
-    testhosts.podman("cp", str(testhosts.ensure_cuda_toolkit()), f"{host}:{CUDA_HOME}")
+    if toolkit:
+        testhosts.podman("cp", str(testhosts.ensure_cuda_toolkit()), f"{host}:{CUDA_HOME}")
 
 
 def remove_fake_nvidia_smi(host: str) -> None:

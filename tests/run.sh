@@ -10,23 +10,24 @@
 #   tests/run.sh -k preflight
 #   tests/run.sh tests/test_2_serve.py
 # Two lanes side by side, each keeping about one of a 2-core machine's cores busy: most role
-# scenarios (test host 7), then the lint and the tests on test host 1, ending with the AWS
-# registration on it; beside them the AWS tests that need no host, the sglang_server,
-# inference_metrics and prometheus_server scenarios (test host 8) and the day-2 tests (test hosts
-# 5 and 6). The second lane starts with the AWS
-# tests while the first lane's host image, wheels and models are prepared; its output follows the
-# first's.
+# scenarios (test host 7), then the tests on test host 1, ending with the AWS registration on it;
+# beside them the AWS tests that need no host, the sglang_server, inference_metrics and
+# prometheus_server scenarios (test host 8) and the day-2 tests (test hosts 5 and 6). The lint and
+# the second lane's AWS tests run while the first lane's host image, wheels, models and CUDA
+# compiler are prepared; their output follows the first lane's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
-prepare() {  # the test hosts' image (debootstrap, beside the downloads), the vLLM wheels, the tiny models
+prepare() {  # the test hosts' image (debootstrap, beside the downloads), the vLLM wheels, the tiny models, CUDA 13.0's compiler
     python tests/testhosts.py image >/dev/null &
     local image_pid=$!
     python tests/testhosts.py wheelhouse >/dev/null
+    python tests/testhosts.py cuda-toolkit >/dev/null &
+    local toolkit_pid=$!
     python tests/kit.py models >/dev/null
-    wait "$image_pid"
+    wait "$image_pid" "$toolkit_pid"
 }
 
 for arg in "$@"; do
@@ -84,6 +85,10 @@ second_lane "$@" >"$work/second.log" 2>&1 &
 second_pid=$!
 trap 'kill "$second_pid" 2>/dev/null || true; rm -rf "$work"' EXIT  # a failed setup stops the second lane too
 SECONDS=0
+# The lint needs no host: it runs while the downloads and the image build wait on the network.
+pytest -p no:cacheprovider --durations=10 --junitxml="$work/static.xml" --basetemp="$work/static" \
+    tests/test_0_static.py "$@" >"$work/static.log" 2>&1 &
+static_pid=$!
 prepare
 setup_seconds=$SECONDS
 if $with_roles; then
@@ -94,22 +99,26 @@ fi
 role_status=0
 roles 7 "${first_roles[@]}" 3>"$work/first-roles.seconds" || role_status=$?
 status=0
-ignored=(--ignore=tests/unit)
+ignored=(--ignore=tests/unit --ignore=tests/test_0_static.py)
 for file in "${second[@]}"; do ignored+=(--ignore="$file"); done
 pytest -p no:cacheprovider --durations=10 --junitxml="$work/first.xml" --basetemp="$work/first" "${ignored[@]}" \
     tests/ "$@" || status=$?
+static_status=0
+wait "$static_pid" || static_status=$?
+echo "=============================== tests/test_0_static.py, beside the setup (exit $static_status)"
+cat "$work/static.log"
 second_status=0
 wait "$second_pid" || second_status=$?
 echo "=============================== ${second[*]} (exit $second_status)"
 cat "$work/second.log"
 echo "=============================== minutes per file (setup included; the two lanes overlap)"
-python tests/kit.py file-times "$work/first.xml" "$work/second-aws.xml" "$work/second.xml"
+python tests/kit.py file-times "$work/static.xml" "$work/first.xml" "$work/second-aws.xml" "$work/second.xml"
 first_roles_seconds=$(cat "$work/first-roles.seconds")
 second_roles_seconds=$(cat "$work/second-roles.seconds" 2>/dev/null || echo 0)
 echo "=============================== time per tier: unit ${unit_seconds} s;" \
     "role $((first_roles_seconds + second_roles_seconds)) s (${first_roles[*]}: ${first_roles_seconds} s in the" \
     "first lane; ${second_roles[*]}: ${second_roles_seconds} s in the second);" \
     "hosts and roles $((SECONDS / 60)) min in two lanes (${setup_seconds} s of it preparing the host image, wheels and models)"
-for rc in "$role_status" "$status" "$second_status"; do
+for rc in "$role_status" "$status" "$static_status" "$second_status"; do
     ((rc == 0 || rc == 5)) || exit 1  # 5: -k selected nothing in that lane
 done

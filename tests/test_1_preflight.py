@@ -147,7 +147,8 @@ def test_bad_input_fails_in_preflight_and_changes_nothing(bad_input_runs, keys, 
 
 def test_cuda_build_with_an_old_driver_fails_with_the_detected_version(host, keys):
     real = (kit.NVIDIA_SMI_FIXTURES / "query-gpu-noheader.csv").read_text().strip()
-    kit.install_fake_nvidia_smi(host, real.replace("580.159.04", "575.57.08"))
+    # No CUDA toolkit: the driver check stops the run before the toolkit's.
+    kit.install_fake_nvidia_smi(host, real.replace("580.159.04", "575.57.08"), toolkit=False)
     try:
         before = kit.fingerprint(host)
         run = kit.playbook("site.yml", "-e", "inference_engine_build=cuda", secrets_file=keys["file"])
@@ -180,11 +181,11 @@ def test_cuda_build_accepts_real_nvidia_smi_output_with_driver_580(host, keys):
 def test_a_gpu_host_without_the_engines_cuda_toolkit_stops_in_preflight(host, keys):
     """The kernel builds at start need nvcc of the engine's CUDA release (13.0): missing, or another
     major release named by inference_engine_cuda_home, is refused before the host changes."""
-    kit.install_fake_nvidia_smi(host)
+    kit.install_fake_nvidia_smi(host, toolkit=False)
     old = "/opt/cuda-12.9/bin"
     banner = "Cuda compilation tools, release 12.9, V12.9.86"
     kit.host_sh(
-        f"rm -rf {kit.CUDA_HOME} && mkdir -p {old} && printf '#!/bin/sh\\necho \"{banner}\"\\n' > {old}/nvcc "
+        f"mkdir -p {old} && printf '#!/bin/sh\\necho \"{banner}\"\\n' > {old}/nvcc "
         f"&& chmod 755 {old}/nvcc"
     )
     try:

