@@ -184,10 +184,7 @@ def test_a_gpu_host_without_the_engines_cuda_toolkit_stops_in_preflight(host, ke
     kit.install_fake_nvidia_smi(host, toolkit=False)
     old = "/opt/cuda-12.9/bin"
     banner = "Cuda compilation tools, release 12.9, V12.9.86"
-    kit.host_sh(
-        f"mkdir -p {old} && printf '#!/bin/sh\\necho \"{banner}\"\\n' > {old}/nvcc "
-        f"&& chmod 755 {old}/nvcc"
-    )
+    kit.host_sh(f"mkdir -p {old} && printf '#!/bin/sh\\necho \"{banner}\"\\n' > {old}/nvcc && chmod 755 {old}/nvcc")
     try:
         before = kit.fingerprint(host)
         settings = {"inference_engine_build": "cuda", "inference_metrics_gpu_exporter_package": ""}
