@@ -297,7 +297,7 @@ def test_changed_settings_are_applied_to_the_running_fleet_in_place_and_back(aws
     assert third_zone in balancer_subnets(aws)
     back = aws.playbook(**FLEET)
     assert back.rc == 0 and back.recap("localhost")["changed"] > 0, back.output[-3000:]
-    assert applied(aws) == (CLIENT_CIDRS, ADMIN_CIDRS, "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09", 15, False)
+    assert applied(aws) == (CLIENT_CIDRS, ADMIN_CIDRS, "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09", 5, False)
     assert balancer_subnets(aws) == set(aws.subnets)
     assert {i["InstanceId"] for i in aws.instances()} == before
 
@@ -656,6 +656,63 @@ def test_a_target_registered_while_draining_ends_up_registered_whatever_aws_does
     wait_for(lambda: aws.targets(name) == {target: "healthy"}, 30, "the target to be healthy again")
 
 
+def test_the_policy_lets_the_kit_touch_only_its_fleet(aws, created):
+    """The control node's policy, evaluated with its Resource and Condition parts as AWS would
+    (tests/iampolicy.py): what the kit does is allowed, the same on what is not the fleet's is not."""
+    options = {"region_name": awsmock.REGION, "endpoint_url": aws.endpoint, **aws.credentials}
+    ec2, elb = boto3.client("ec2", **options), boto3.client("elbv2", **options)
+    foreign = aws.elb.create_target_group(Name="foreign", Protocol="HTTP", Port=80, VpcId=aws.vpc)
+    foreign_group = foreign["TargetGroups"][0]["TargetGroupArn"]
+    aws.elb.add_tags(ResourceArns=[foreign_group], Tags=[{"Key": "owner", "Value": "someone"}])
+    foreign_balancer = aws.elb.create_load_balancer(Name="foreign", Subnets=aws.subnets)["LoadBalancers"][0]
+    other = aws.ec2.create_security_group(GroupName="foreign", Description="not the kit's", VpcId=aws.vpc)["GroupId"]
+    instance = aws.run_instance()
+    fleet = [{"Key": "inference-kit:fleet", "Value": "inference"}]
+    refused = {
+        "elasticloadbalancing:AddTags": lambda: elb.add_tags(ResourceArns=[foreign_balancer["LoadBalancerArn"]],
+                                                             Tags=fleet),
+        "elasticloadbalancing:RegisterTargets": lambda: elb.register_targets(TargetGroupArn=foreign_group,
+                                                                             Targets=[{"Id": instance}]),
+        "elasticloadbalancing:ModifyLoadBalancerAttributes": lambda: elb.modify_load_balancer_attributes(
+            LoadBalancerArn=foreign_balancer["LoadBalancerArn"],
+            Attributes=[{"Key": "idle_timeout.timeout_seconds", "Value": "30"}]),
+        "ec2:AuthorizeSecurityGroupIngress": lambda: ec2.authorize_security_group_ingress(
+            GroupId=other, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+                                           "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]),
+        "ec2:ModifyInstanceAttribute": lambda: ec2.modify_instance_attribute(InstanceId=instance,
+                                                                             DisableApiTermination={"Value": True}),
+        "ec2:TerminateInstances": lambda: ec2.terminate_instances(InstanceIds=[instance]),
+        "ec2:CreateTags": lambda: ec2.create_tags(Resources=[instance], Tags=fleet),
+    }  # fmt: skip
+    image, subnet = awsmock.dlami_ids[("x86_64", "ubuntu-24.04")], aws.private_subnets[0]
+    hosts = aws.groups("inference-")["inference-hosts"]["GroupId"]
+
+    def launch(instance_type="g6e.xlarge", tags=fleet, groups=(hosts,), http_tokens="required", encrypted=True):
+        specs = [{"ResourceType": kind, "Tags": tags} for kind in ("instance", "volume")] if tags else []
+        return ec2.run_instances(
+            ImageId=image, MinCount=1, MaxCount=1, InstanceType=instance_type, SubnetId=subnet,
+            SecurityGroupIds=list(groups), TagSpecifications=specs, MetadataOptions={"HttpTokens": http_tokens},
+            BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 200, "Encrypted": encrypted}}],
+        )["Instances"][0]["InstanceId"]  # fmt: skip
+
+    refused |= {
+        "ec2:RunInstances on instance/* (ec2:InstanceType)": lambda: launch(instance_type="p5.48xlarge"),
+        "ec2:RunInstances on instance/* (no fleet tag)": lambda: launch(tags=[]),
+        "ec2:RunInstances on security-group/": lambda: launch(groups=(other,)),
+        "ec2:RunInstances on instance/* (IMDSv1)": lambda: launch(http_tokens="optional"),
+        "ec2:RunInstances on volume/* (unencrypted)": lambda: launch(encrypted=False),
+    }
+    for what, call in refused.items():
+        with pytest.raises(botocore.exceptions.ClientError) as denied:
+            call()
+        assert denied.value.response["Error"]["Code"] == "AccessDenied", what
+        action, _, rest = what.partition(" on ")
+        assert f"perform: {action}" in str(denied.value), (what, str(denied.value))
+        assert rest.split(" (")[0] in str(denied.value), (what, str(denied.value))
+    launched = launch()  # the same launch as the kit's is allowed
+    aws.ec2.terminate_instances(InstanceIds=[launched, instance])
+
+
 def test_teardown_removes_what_the_kit_created_and_only_that(aws, created, tmp_path):
     stranger = aws.run_instance()
     other = aws.ec2.create_security_group(GroupName="inference-alb-copy", Description="not the kit's", VpcId=aws.vpc)
@@ -743,60 +800,3 @@ def test_the_ec2_permissions_elb_checks_inside_its_calls_are_in_the_policy(aws, 
     assert run.said(f"perform: {missing}"), run.output[-3000:]
     assert run.said(call), run.output[-3000:]
     assert name not in [b["LoadBalancerName"] for b in aws.elb.describe_load_balancers()["LoadBalancers"]]
-
-
-def test_the_policy_lets_the_kit_touch_only_its_fleet(aws, created):
-    """The control node's policy, evaluated with its Resource and Condition parts as AWS would
-    (tests/iampolicy.py): what the kit does is allowed, the same on what is not the fleet's is not."""
-    options = {"region_name": awsmock.REGION, "endpoint_url": aws.endpoint, **aws.credentials}
-    ec2, elb = boto3.client("ec2", **options), boto3.client("elbv2", **options)
-    foreign = aws.elb.create_target_group(Name="foreign", Protocol="HTTP", Port=80, VpcId=aws.vpc)
-    foreign_group = foreign["TargetGroups"][0]["TargetGroupArn"]
-    aws.elb.add_tags(ResourceArns=[foreign_group], Tags=[{"Key": "owner", "Value": "someone"}])
-    foreign_balancer = aws.elb.create_load_balancer(Name="foreign", Subnets=aws.subnets)["LoadBalancers"][0]
-    other = aws.ec2.create_security_group(GroupName="foreign", Description="not the kit's", VpcId=aws.vpc)["GroupId"]
-    instance = aws.run_instance()
-    fleet = [{"Key": "inference-kit:fleet", "Value": "inference"}]
-    refused = {
-        "elasticloadbalancing:AddTags": lambda: elb.add_tags(ResourceArns=[foreign_balancer["LoadBalancerArn"]],
-                                                             Tags=fleet),
-        "elasticloadbalancing:RegisterTargets": lambda: elb.register_targets(TargetGroupArn=foreign_group,
-                                                                             Targets=[{"Id": instance}]),
-        "elasticloadbalancing:ModifyLoadBalancerAttributes": lambda: elb.modify_load_balancer_attributes(
-            LoadBalancerArn=foreign_balancer["LoadBalancerArn"],
-            Attributes=[{"Key": "idle_timeout.timeout_seconds", "Value": "30"}]),
-        "ec2:AuthorizeSecurityGroupIngress": lambda: ec2.authorize_security_group_ingress(
-            GroupId=other, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
-                                           "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]),
-        "ec2:ModifyInstanceAttribute": lambda: ec2.modify_instance_attribute(InstanceId=instance,
-                                                                             DisableApiTermination={"Value": True}),
-        "ec2:TerminateInstances": lambda: ec2.terminate_instances(InstanceIds=[instance]),
-        "ec2:CreateTags": lambda: ec2.create_tags(Resources=[instance], Tags=fleet),
-    }  # fmt: skip
-    image, subnet = awsmock.dlami_ids[("x86_64", "ubuntu-24.04")], aws.private_subnets[0]
-    hosts = aws.groups("inference-")["inference-hosts"]["GroupId"]
-
-    def launch(instance_type="g6e.xlarge", tags=fleet, groups=(hosts,), http_tokens="required", encrypted=True):
-        specs = [{"ResourceType": kind, "Tags": tags} for kind in ("instance", "volume")] if tags else []
-        return ec2.run_instances(
-            ImageId=image, MinCount=1, MaxCount=1, InstanceType=instance_type, SubnetId=subnet,
-            SecurityGroupIds=list(groups), TagSpecifications=specs, MetadataOptions={"HttpTokens": http_tokens},
-            BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 200, "Encrypted": encrypted}}],
-        )["Instances"][0]["InstanceId"]  # fmt: skip
-
-    refused |= {
-        "ec2:RunInstances on instance/* (ec2:InstanceType)": lambda: launch(instance_type="p5.48xlarge"),
-        "ec2:RunInstances on instance/* (no fleet tag)": lambda: launch(tags=[]),
-        "ec2:RunInstances on security-group/": lambda: launch(groups=(other,)),
-        "ec2:RunInstances on instance/* (IMDSv1)": lambda: launch(http_tokens="optional"),
-        "ec2:RunInstances on volume/* (unencrypted)": lambda: launch(encrypted=False),
-    }
-    for what, call in refused.items():
-        with pytest.raises(botocore.exceptions.ClientError) as denied:
-            call()
-        assert denied.value.response["Error"]["Code"] == "AccessDenied", what
-        action, _, rest = what.partition(" on ")
-        assert f"perform: {action}" in str(denied.value), (what, str(denied.value))
-        assert rest.split(" (")[0] in str(denied.value), (what, str(denied.value))
-    launched = launch()  # the same launch as the kit's is allowed
-    aws.ec2.terminate_instances(InstanceIds=[launched, instance])
