@@ -596,12 +596,13 @@ def _iam_requests(request, moto_resource: str) -> list:
     service, _, name = action.partition(":")
     params = _request_params(request)
     principal = request._access_key.arn
-    base = {
-        "aws:PrincipalArn": principal,
-        "aws:PrincipalAccount": account,
-        "aws:username": principal.rsplit("/", 1)[-1],
-        "aws:RequestedRegion": region,
-    }
+    base = {"aws:PrincipalAccount": account, "aws:RequestedRegion": region}
+    if ":assumed-role/" in principal:  # a role's session: aws:PrincipalArn is the role's ARN, with its path, and
+        # aws:username is absent (IAM User Guide, reference_policies_condition-keys.html, aws:PrincipalArn and
+        # aws:username)
+        base["aws:PrincipalArn"] = iam_backends[account]["aws"].get_role(principal.split("/")[1]).arn
+    else:
+        base |= {"aws:PrincipalArn": principal, "aws:username": principal.rsplit("/", 1)[-1]}
     found: list = []
 
     def add(what: str, resource: str = "*", **context) -> None:
@@ -803,6 +804,12 @@ def _iam_requests(request, moto_resource: str) -> list:
             add(action, f"arn:aws:ssm:{region}:{owner}:parameter/{parameter.lstrip('/')}")
     elif service == "iam" and name == "GetInstanceProfile":
         add(action, f"arn:aws:iam::{account}:instance-profile/{params.get('InstanceProfileName', '')}")
+    elif service == "iam" and name == "GetRole":  # on the role's ARN, path and all (list_awsidentity...iam.html)
+        role = next((r for r in iam_backends[account]["aws"].roles.values() if r.name == params.get("RoleName")), None)
+        add(action, role.arn if role else f"arn:aws:iam::{account}:role/{params.get('RoleName', '')}")
+    elif service == "iam" and name == "SimulatePrincipalPolicy":  # on the user or role simulated (IAM User Guide,
+        # access_policies_testing-policies.html: "give Bob access to ... arn:aws:iam::777788889999:user/alice")
+        add(action, params.get("PolicySourceArn", ""))
     else:
         add(action, moto_resource or "*")
     return found
@@ -846,6 +853,84 @@ def _patch_iam_evaluation() -> None:
 
         request_class.check_action_permitted = check
         request_class.kit_evaluated = True
+
+
+# IAM's policy simulator, which moto lacks (NotImplementedError). IAM "might return fewer than
+# MaxItems" with more to come (IAM API Reference, SimulatePrincipalPolicy): this one returns at most
+# SIMULATION_PAGE results a page, so a caller that does not follow IsTruncated and Marker misses some.
+SIMULATION_PAGE = 10
+
+
+def principal_policies(account: str, arn: str) -> list[dict] | None:
+    """The identity-based policies SimulatePrincipalPolicy includes for the IAM user or role ARN
+    (inline and attached, and for a user its groups'); None when IAM has no such entity (a role's
+    ARN without its path names none)."""
+    from moto.iam.models import iam_backends
+
+    iam = iam_backends[account]["aws"]
+    kind = arn.split(":", 5)[-1].split("/", 1)[0]
+    entities = {"user": iam.users.values(), "role": iam.roles.values()}.get(kind, [])
+    entity = next((e for e in entities if e.arn == arn), None)
+    if entity is None:
+        return None
+    holders = [entity, *(iam.get_groups_for_user(entity.name) if kind == "user" else [])]
+    documents = []
+    for holder in holders:
+        documents += list(holder.policies.values())
+        documents += [v.document for p in holder.managed_policies.values() for v in p.versions if v.is_default]
+    return [json.loads(d) if isinstance(d, str) else d for d in documents]
+
+
+def _simulation_context(entries: list[dict]) -> dict:
+    """ContextEntries as tests/iampolicy.py's request context (a list for the ...List types)."""
+    return {
+        e["ContextKeyName"]: e.get("ContextKeyValues", [])
+        if e.get("ContextKeyType", "string").endswith("List")
+        else (e.get("ContextKeyValues") or [""])[0]
+        for e in entries
+    }
+
+
+def _patch_iam_simulation() -> None:
+    """SimulatePrincipalPolicy, decided by tests/iampolicy.py over the principal's own policies: one
+    EvaluationResult per action, with ResourceSpecificResults per resource when ResourceArns are
+    given (IAM API Reference, EvaluationResult and ResourceSpecificResult). Being allowed to call it
+    is decided as for any call (_iam_requests: the action on the simulated user or role)."""
+    import iampolicy
+    from moto.core.responses import ActionResult
+    from moto.iam.exceptions import NotFoundException
+    from moto.iam.responses import IamResponse
+
+    decision_names = {"allowed": "allowed", "explicit deny": "explicitDeny", "implicit deny": "implicitDeny"}
+    severity = ["allowed", "implicitDeny", "explicitDeny"]
+
+    def simulate_principal_policy(self):
+        source = self._get_param("PolicySourceArn")
+        policies = principal_policies(self.current_account, source)
+        if policies is None:
+            raise NotFoundException(f"The principal {source} does not exist.")
+        resources = self._get_param("ResourceArns") or []
+        context = _simulation_context(self._get_param("ContextEntries") or [])
+        results = []
+        for action in self._get_param("ActionNames") or []:
+            specific = []
+            for resource in resources or ["*"]:
+                decision = iampolicy.evaluate(policies, iampolicy.Request(action, resource, context))
+                specific.append({"EvalResourceName": resource, "EvalResourceDecision": decision_names[decision.reason]})
+            result = {
+                "EvalActionName": action,
+                "EvalResourceName": "*",
+                "EvalDecision": max((r["EvalResourceDecision"] for r in specific), key=severity.index),
+            }
+            if resources:
+                result["ResourceSpecificResults"] = specific
+            results.append(result)
+        start = int(self._get_param("Marker") or 0)
+        end = start + min(int(self._get_param("MaxItems") or 100), SIMULATION_PAGE)
+        page = {"EvaluationResults": results[start:end], "IsTruncated": end < len(results)}
+        return ActionResult(page | ({"Marker": str(end)} if end < len(results) else {}))
+
+    IamResponse.simulate_principal_policy = simulate_principal_policy
 
 
 def _create_elb_service_linked_role(account: str) -> None:
@@ -926,6 +1011,26 @@ def iam_user(endpoint: str, name: str, policy: dict) -> dict[str, str]:
     return {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
 
 
+def iam_role_session(endpoint: str, name: str, policy: dict, path: str = "/") -> dict[str, str]:
+    """A session of a role at PATH holding POLICY alone, as an SSO user or anyone who assumed a role
+    calls: GetCallerIdentity gives arn:aws:sts::ACCOUNT:assumed-role/NAME/SESSION, without the
+    path. Authorized as AWS would (_patch_iam_evaluation); its credentials as boto3 takes them."""
+    iam = boto3.client("iam", region_name=REGION, endpoint_url=endpoint, **ADMIN)
+    name = f"{name}-{os.urandom(3).hex()}"
+    trust = {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}
+    document = json.dumps({"Version": "2012-10-17", "Statement": [trust]})
+    role = iam.create_role(RoleName=name, Path=path, AssumeRolePolicyDocument=document)["Role"]
+    iam.put_role_policy(RoleName=name, PolicyName=name, PolicyDocument=json.dumps(policy))
+    sts = boto3.client("sts", region_name=REGION, endpoint_url=endpoint, **ADMIN)
+    session = sts.assume_role(RoleArn=role["Arn"], RoleSessionName="operator")["Credentials"]
+    evaluated_policies[session["AccessKeyId"]] = [policy]
+    return {
+        "aws_access_key_id": session["AccessKeyId"],
+        "aws_secret_access_key": session["SecretAccessKey"],
+        "aws_session_token": session["SessionToken"],
+    }
+
+
 def free_port() -> int:
     with contextlib.closing(socket.socket()) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -942,6 +1047,7 @@ def start(port: int | None = None) -> tuple[ThreadedMotoServer, str]:
     _patch_s3_action_names()
     _patch_iam_recording()
     _patch_iam_evaluation()
+    _patch_iam_simulation()
     port = port or free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -961,7 +1067,7 @@ def client_env(endpoint: str, credentials: dict[str, str]) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": credentials["aws_secret_access_key"],
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
-    }
+    } | ({"AWS_SESSION_TOKEN": credentials["aws_session_token"]} if "aws_session_token" in credentials else {})
 
 
 CLIENT_CIDRS = ["0.0.0.0/0"]
@@ -1002,6 +1108,8 @@ class Aws:
         # The kit's playbooks run as a user holding only the policy the kit ships.
         policy = json.loads(CONTROL_NODE_POLICY.read_text())
         self.credentials = iam_user(self.endpoint, "kit-control-node", policy)
+        # Whose calls are the kit's (called()): this user's, and a test's role session's.
+        self.kit_keys = {self.credentials["aws_access_key_id"]}
         self.env = client_env(self.endpoint, self.credentials)
         moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # from here on, every call is authorized as on AWS
         self.ec2 = boto3.client("ec2", **options)
@@ -1104,7 +1212,7 @@ class Aws:
 
     def called(self) -> set[str]:
         """The IAM actions the kit's playbooks called so far."""
-        return called_actions.get(self.credentials["aws_access_key_id"], set())
+        return set().union(*(called_actions.get(key, set()) for key in self.kit_keys))
 
     def target_events(self, since: int = 0) -> list[tuple[str, str, str]]:
         """(target, from state, to state) of every change after the first SINCE."""

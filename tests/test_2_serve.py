@@ -417,6 +417,7 @@ def test_the_smoke_playbook_reports_each_check_and_goes_on_after_a_failure(serve
         "every gateway port generates": "pass",
         "kernels built at start": "skip",
         "target deregistered, drained and registered on the load balancer": "skip",
+        "the caller may make the kit's AWS calls (IAM simulation)": "skip",
     }, text
     assert "PASS  kernel toolchain in the engine unit: ninja /opt/inference/vllm/venv/bin/ninja" in text, text
     ninja = "/opt/inference/vllm/venv/bin/ninja"

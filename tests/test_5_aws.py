@@ -44,6 +44,8 @@ def created(aws):
 
 def test_create_from_nothing_then_nothing_changes(aws, created):
     assert created.recap("localhost")["changed"] > 0
+    # IAM was asked first (roles/aws_permissions), as the kit's user, about every call: the policy allows them.
+    assert created.said("IAM allows all") and created.said("calls of this run to arn:aws:iam::123456789012:user/kit-")
     again = aws.playbook(**FLEET)
     assert again.rc == 0 and again.recap("localhost")["changed"] == 0, again.output[-3000:]
     check = aws.playbook("--check", "--diff", **FLEET)
@@ -743,16 +745,38 @@ def test_teardown_removes_what_the_kit_created_and_only_that(aws, created, tmp_p
     assert again.rc == 0 and again.recap("localhost")["changed"] == 0, again.output[-3000:]
 
 
-def test_a_policy_without_one_action_the_kit_calls_fails_with_the_missing_permission(aws):
-    policy = json.loads(awsmock.CONTROL_NODE_POLICY.read_text())
-    for statement in policy["Statement"]:
-        actions = awsmock.listed(statement["Action"])
-        statement["Action"] = [a for a in actions if a != "ec2:DescribeInstanceTypeOfferings"]
-    short = awsmock.iam_user(aws.endpoint, "kit-short", policy)
+def test_a_policy_without_one_action_the_kit_calls_stops_the_checks_naming_it_and_creates_nothing(aws):
+    """IAM, asked before anything is created (SimulatePrincipalPolicy), names each call the caller may
+    not make with its resource; without that, the run created the security groups, then failed at
+    CreateTargetGroup. The caller is a role's session (as with SSO), its role at a path the session
+    ARN lacks: the simulation asks about the role, found by name (iam:GetRole)."""
+    short = awsmock.iam_role_session(aws.endpoint, "kit-short", without({"elasticloadbalancing:CreateTargetGroup"}),
+                                     path="/kit/operators/")  # fmt: skip
+    aws.kit_keys.add(short["aws_access_key_id"])  # its calls are the kit's (the policy test compares them)
     run = aws.playbook(aws_name="short", aws_instances_count=1, credentials=short)
     assert run.rc != 0, run.output[-3000:]
-    assert run.said("ec2:DescribeInstanceTypeOfferings"), run.output[-3000:]
-    assert aws.groups("short-") == {}
+    role = "arn:aws:iam::123456789012:role/kit/operators/kit-short-"
+    assert run.said("IAM denies 1 of this run's") and run.said(f"calls to {role}"), run.output[-3000:]
+    target_groups = f"arn:aws:elasticloadbalancing:{awsmock.REGION}:123456789012:targetgroup/short/*"
+    assert run.said(f"- elasticloadbalancing:CreateTargetGroup on {target_groups} (no policy of the principal allows")
+    assert run.said("Attach docs/aws-iam/control-node-policy.json of this kit version")
+    assert "AWS | Security groups" not in run.output and aws.groups("short-") == {} and aws.instances("short") == []
+
+
+def test_a_caller_iam_will_not_simulate_for_is_warned_and_the_run_goes_on_unless_that_is_required(aws):
+    nosim = awsmock.iam_user(aws.endpoint, "kit-nosim", without({"iam:SimulatePrincipalPolicy"}))
+    aws.kit_keys.add(nosim["aws_access_key_id"])
+    unchecked = {"aws_name": "unchecked", "aws_permissions_required": True}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        warned = pool.submit(aws.playbook, "--check", credentials=nosim, aws_name="unwatched", **FLEET)
+        stopped = pool.submit(aws.playbook, credentials=nosim, **unchecked)
+    warned, stopped = warned.result(), stopped.result()
+    refusal = "may not call iam:SimulatePrincipalPolicy on arn:aws:iam::123456789012:user/kit-nosim-"
+    assert warned.rc == 0 and warned.said("Would launch 3 x g6e.xlarge"), warned.output[-3000:]
+    assert warned.said("[WARNING]: IAM did not simulate this run's AWS calls:") and warned.said(refusal)
+    assert stopped.rc != 0 and stopped.said(refusal), stopped.output[-3000:]
+    assert stopped.said("aws_permissions_required is true, so the run stops here, having created nothing")
+    assert aws.groups("unchecked-") == {}
 
 
 def known_hosts(path, addresses) -> None:
@@ -795,7 +819,9 @@ def test_the_ec2_permissions_elb_checks_inside_its_calls_are_in_the_policy(aws, 
         iam.delete_service_linked_role(RoleName=role["RoleName"])
     short = awsmock.iam_user(aws.endpoint, "kit-short", without({missing}))
     name = "nested-" + os.urandom(3).hex()
-    run = aws.playbook(aws_name=name, credentials=short)
+    # Without the simulation, which would name the missing permission before the call (the test
+    # above): here the test server's nested checks are what is under test.
+    run = aws.playbook(aws_name=name, credentials=short, aws_permissions_enabled=False)
     assert run.rc != 0, run.output[-3000:]
     assert run.said(f"perform: {missing}"), run.output[-3000:]
     assert run.said(call), run.output[-3000:]

@@ -109,7 +109,8 @@ def test_a_target_that_is_not_ready_is_not_reported_healthy(aws, keys, e2e):
 
 def test_the_smoke_playbook_times_the_hosts_target_on_the_load_balancer(aws, keys, e2e, tmp_path):
     """With aws_enabled, smoke.yml deregisters the host's target (draining for the delay, as on AWS),
-    registers it again and reports the seconds each step took; the target ends healthy."""
+    registers it again and reports the seconds each step took; the target ends healthy. And it asks
+    IAM whether the caller may make the kit's calls on the fleet."""
     instance, settings, _ = e2e
     group = aws.elb.describe_target_groups(Names=[E2E])["TargetGroups"][0]["TargetGroupArn"]
     attribute = "deregistration_delay.timeout_seconds"
@@ -133,6 +134,11 @@ def test_the_smoke_playbook_times_the_hosts_target_on_the_load_balancer(aws, key
     assert float(detail["drain_seconds"]) >= 30 * awsmock.DRAIN_TIME_SCALE * 0.9, detail
     assert float(detail["healthy_again_seconds"]) > 0, detail
     assert aws.targets(E2E) == {f"{instance}:{kit.GATEWAY_PORT}": "healthy"}
+    # IAM's answer for the kit's user on every call the kit makes on the fleet (roles/aws_permissions).
+    (permissions,) = [r for r in report["results"] if r["check"].startswith("the caller may make the kit's AWS calls")]
+    assert permissions["result"] == "pass", permissions
+    assert permissions["detail"].startswith("IAM allows all"), permissions
+    assert f"calls on fleet {E2E} to arn:aws:iam::123456789012:user/kit-control-node-" in permissions["detail"]
 
 
 def test_the_control_node_policy_holds_exactly_the_actions_the_kit_called(aws, request):
