@@ -57,6 +57,9 @@ def unit_property(name: str, unit: str = UNIT) -> str:
     return kit.host_sh(f"systemctl show -p {name} --value {unit}").stdout.strip()
 
 
+RECORD = "/etc/ansible/facts.d/inference_applied.fact"  # what the last whole converge applied
+
+
 def wait_until_ready(timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -599,6 +602,8 @@ def test_a_gateway_change_through_tags_opens_v1_without_keys_and_leaves_the_mani
     assert "client=anonymous" in kit.host_sh("tail -n 1 /var/log/nginx/inference-gateway.log").stdout
     assert run.said("this run applied only part of the settings (--tags or --skip-tags)"), run.output[-3000:]
     assert kit.host_sh("cat /etc/ansible/facts.d/inference.fact").stdout == manifest
+    # What the last whole converge applied is forgotten: the next whole run applies every role.
+    assert kit.host_sh(f"test -e {RECORD}").returncode == 1
 
 
 def test_the_gateway_returns_to_the_default_settings_without_an_engine_restart(served, keys, alice):
@@ -611,3 +616,24 @@ def test_the_gateway_returns_to_the_default_settings_without_an_engine_restart(s
     assert http("/v1/models", CAROL)[0] == 401
     assert [http("/v1/models", alice)[0] for _ in range(8)] == [200] * 8  # no rate limit
     assert unit_property("ExecMainStartTimestampMonotonic") == started
+
+
+def test_a_rerun_applies_only_what_changed_and_the_full_switch_repairs_a_hand_edit(served, keys):
+    """After the whole converge above, its digests are on record (root-only: they cover the keys).
+    A re-run with the same settings skips every role's install and configure tasks but still runs
+    their service tasks (a stopped nginx starts); a file edited by hand stays as it is until
+    inference_full_converge=true applies every role again."""
+    assert kit.host_sh(f"stat -c '%a %U:%G' {RECORD}").stdout.split() == ["600", "root:root"]
+    roles = ["inference_engine", "inference_gateway", "inference_host", "inference_metrics", "model_cache"]
+    assert sorted(json.loads(kit.host_sh(f"cat {RECORD}").stdout)) == roles
+    kit.host_sh("echo '# edited by hand' >> /etc/nginx/nginx.conf && systemctl stop nginx.service")
+    run = kit.playbook("playbooks/serve.yml", secrets_file=keys["file"])
+    assert run.rc == 0, run.output[-3000:]
+    assert run.changed_tasks() == {"inference_gateway : service | Enable and start nginx"}, run.output[-3000:]
+    assert not run.said("TASK [inference_engine : install | Install")
+    assert unit_property("ActiveState", "nginx.service") == "active"
+    assert "# edited by hand" in kit.host_sh("cat /etc/nginx/nginx.conf").stdout
+    full = kit.playbook("playbooks/serve.yml", "-e", "inference_full_converge=true", secrets_file=keys["file"])
+    assert full.rc == 0, full.output[-3000:]
+    assert "inference_gateway : configure | Write the gateway configuration" in full.changed_tasks()
+    assert "# edited by hand" not in kit.host_sh("cat /etc/nginx/nginx.conf").stdout

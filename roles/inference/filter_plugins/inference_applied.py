@@ -32,10 +32,16 @@ def _options(role_path):
         return set(yaml.safe_load(handle)["argument_specs"]["main"].get("options") or {})
 
 
-def inference_role_options(role_path):
-    """The settings of the serving role at ROLE_PATH, sorted: the options of its main entry point
-    (meta/argument_specs.yml) and the contract's, which every serving role uses."""
-    return sorted((_options(role_path) | _options(CONTRACT)) - HOW_TO_RUN)
+def _role(role_path):
+    return os.path.basename(os.path.normpath(role_path))
+
+
+def inference_role_inputs(role_path, order):
+    """The variables that decide the work of the serving role at ROLE_PATH: the options of its main
+    entry point (meta/argument_specs.yml), the contract's, which every serving role uses, and the
+    digests (<role>_digest) of the serving roles before it in ORDER."""
+    before = [f"{role}_digest" for role in order[: order.index(_role(role_path))]]
+    return sorted((_options(role_path) | _options(CONTRACT)) - HOW_TO_RUN) + before
 
 
 def inference_files_fingerprint(path):
@@ -50,25 +56,23 @@ def inference_files_fingerprint(path):
     return found
 
 
-def inference_settings_digest(values, role_path, wanted, order, code=()):
-    """The digest of the serving role at ROLE_PATH: VALUES (its settings), its code, the contract's
-    code and each path in CODE, and the digests in WANTED of the roles before it in ORDER."""
-    name = os.path.basename(os.path.normpath(role_path))
-    before = {role: wanted.get(role) for role in order[: order.index(name)]}
+def inference_settings_digest(values, role_path, code=()):
+    """The digest of the serving role at ROLE_PATH: VALUES (of its inputs), its code, the
+    contract's code and the code under each path in CODE."""
     trees = {path: _tree(path) for path in (role_path, CONTRACT, *code)}
-    content = {"values": values, "code": [trees[path] for path in sorted(trees)], "before": before}
+    content = {"values": values, "code": [trees[path] for path in sorted(trees)]}
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def inference_roles_to_apply(roles, wanted, recorded):
-    """The ROLES whose WANTED digest is unknown or differs from the one RECORDED."""
-    return [role for role in roles if wanted.get(role) is None or recorded.get(role) != wanted[role]]
+    """The ROLES whose WANTED digest (in the same order) is unknown or differs from the one RECORDED."""
+    return [role for role, digest in zip(roles, wanted, strict=True) if digest is None or recorded.get(role) != digest]
 
 
 class FilterModule:
     def filters(self):
         return {
-            "inference_role_options": inference_role_options,
+            "inference_role_inputs": inference_role_inputs,
             "inference_files_fingerprint": inference_files_fingerprint,
             "inference_settings_digest": inference_settings_digest,
             "inference_roles_to_apply": inference_roles_to_apply,
