@@ -4,6 +4,11 @@
 # haproxy (the load balancer of the day-2 tests), and a
 # virtualenv .venv with the pinned control-node and test requirements (installed with uv).
 set -euo pipefail
+case "${1:-}" in
+    "") ;;
+    -h | --help) sed -n '2,5s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    *) echo "usage: scripts/bootstrap.sh   (it takes no arguments; unknown: $1)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 
 packages=(podman runc netavark aardvark-dns iptables debootstrap shellcheck openssh-client rsync haproxy)

@@ -6,6 +6,12 @@
 #   scripts/demo.sh          set up everything and run the demo
 #   scripts/demo.sh down     remove the demo host
 set -euo pipefail
+case "${1:-}" in
+    "" | down) ;;
+    -h | --help) sed -n '2,7s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    *) echo "usage: scripts/demo.sh [down]   (unknown argument: $1)" >&2; exit 2 ;;
+esac
+(($# <= 1)) || { echo "usage: scripts/demo.sh [down]" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"

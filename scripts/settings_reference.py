@@ -10,6 +10,7 @@ when docs/settings.md differs from what this prints.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -79,4 +80,5 @@ def reference() -> str:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     print(reference(), end="")

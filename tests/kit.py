@@ -366,6 +366,8 @@ def main(argv: list[str]) -> int:
     elif command == "file-times":
         for line in file_times(map(Path, argv[1:])):
             print(line)
+    elif command in ("-h", "--help"):
+        print(main.__doc__)
     else:
         print(main.__doc__, file=sys.stderr)
         return 2
