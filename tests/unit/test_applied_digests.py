@@ -60,7 +60,7 @@ def test_a_model_source_fingerprint_follows_its_files(tmp_path):
 
 
 def test_a_role_applies_when_its_digest_differs_or_is_unknown():
-    wanted = ["a", "b", None, "d", "e"]
-    recorded = {"inference_host": "a", "model_cache": "old", "inference_engine": None, "inference_gateway": "d"}
+    wanted = ["a", "b", "", "d", "e"]
+    recorded = {"inference_host": "a", "model_cache": "old", "inference_engine": "", "inference_gateway": "d"}
     applying = applied.inference_roles_to_apply(ORDER, wanted, recorded)
     assert applying == ["model_cache", "inference_engine", "inference_metrics"]

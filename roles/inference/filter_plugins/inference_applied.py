@@ -65,8 +65,9 @@ def inference_settings_digest(values, role_path, code=()):
 
 
 def inference_roles_to_apply(roles, wanted, recorded):
-    """The ROLES whose WANTED digest (in the same order) is unknown or differs from the one RECORDED."""
-    return [role for role, digest in zip(roles, wanted, strict=True) if digest is None or recorded.get(role) != digest]
+    """The ROLES whose WANTED digest (in the same order; empty when unknown) is unknown or differs
+    from the one RECORDED."""
+    return [role for role, digest in zip(roles, wanted, strict=True) if not digest or recorded.get(role) != digest]
 
 
 class FilterModule:
