@@ -214,6 +214,9 @@ def ansible_env(repo: Path = REPO) -> dict[str, str]:
         ANSIBLE_FORCE_COLOR="0",
         ANSIBLE_NOCOLOR="1",
         KIT_SCRATCH=str(testhosts.scratch()),
+        # The control node's modules compile their sources once (tests/hostpython/kit_zipimport_cache.py).
+        PYTHONPATH=str(REPO / "tests" / "hostpython"),
+        KIT_ZIPIMPORT_CACHE=str(testhosts.scratch() / "zipimport-cache"),
     )
     return env
 

@@ -19,6 +19,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
+# The role scenarios' AWS-free modules on the control node compile their sources once, as the tests'
+# do (tests/hostpython/kit_zipimport_cache.py).
+export PYTHONPATH="$PWD/tests/hostpython" KIT_ZIPIMPORT_CACHE="${KIT_SCRATCH:-/var/tmp/inference-kit}/zipimport-cache"
 
 prepare() {  # the test hosts' image (debootstrap, beside the downloads), the vLLM wheels, the tiny models, CUDA 13.0's compiler
     python tests/testhosts.py image >/dev/null &
@@ -62,7 +65,9 @@ roles() {  # role scenarios $2..., on test host $1; prints their seconds on fd 3
     shift
     if $with_roles; then
         for scenario in "$@"; do
+            local scenario_start=$SECONDS
             KIT_ROLE_HOST=$host molecule test -s "$scenario" || status=1
+            echo "=============================== molecule $scenario: $((SECONDS - scenario_start)) s"
         done
     fi
     echo "$((SECONDS - start))" >&3
@@ -71,12 +76,12 @@ roles() {  # role scenarios $2..., on test host $1; prints their seconds on fd 3
 
 second_lane() {  # the AWS tests (no host), its role scenarios once the first lane has prepared, the day-2 tests
     local status=0
-    pytest -p no:cacheprovider --durations=10 --junitxml="$work/second-aws.xml" --basetemp="$work/second-aws" \
+    pytest -p no:cacheprovider --durations=0 --durations-min=10 --junitxml="$work/second-aws.xml" --basetemp="$work/second-aws" \
         "${second[0]}" "$@" || status=$?
     ((status == 0 || status == 5)) || status=1
     roles 8 "${second_roles[@]}" 3>"$work/second-roles.seconds" || status=1
     local rest=0
-    pytest -p no:cacheprovider --durations=10 --junitxml="$work/second.xml" --basetemp="$work/second" \
+    pytest -p no:cacheprovider --durations=0 --durations-min=10 --junitxml="$work/second.xml" --basetemp="$work/second" \
         "${second[@]:1}" "$@" || rest=$?
     ((rest == 0 || rest == 5)) || status=1
     return "$status"
@@ -86,7 +91,7 @@ second_pid=$!
 trap 'kill "$second_pid" 2>/dev/null || true; rm -rf "$work"' EXIT  # a failed setup stops the second lane too
 SECONDS=0
 # The lint needs no host: it runs while the downloads and the image build wait on the network.
-pytest -p no:cacheprovider --durations=10 --junitxml="$work/static.xml" --basetemp="$work/static" \
+pytest -p no:cacheprovider --durations=0 --durations-min=10 --junitxml="$work/static.xml" --basetemp="$work/static" \
     tests/test_0_static.py "$@" >"$work/static.log" 2>&1 &
 static_pid=$!
 prepare
@@ -101,7 +106,7 @@ roles 7 "${first_roles[@]}" 3>"$work/first-roles.seconds" || role_status=$?
 status=0
 ignored=(--ignore=tests/unit --ignore=tests/test_0_static.py)
 for file in "${second[@]}"; do ignored+=(--ignore="$file"); done
-pytest -p no:cacheprovider --durations=10 --junitxml="$work/first.xml" --basetemp="$work/first" "${ignored[@]}" \
+pytest -p no:cacheprovider --durations=0 --durations-min=10 --junitxml="$work/first.xml" --basetemp="$work/first" "${ignored[@]}" \
     tests/ "$@" || status=$?
 static_status=0
 wait "$static_pid" || static_status=$?

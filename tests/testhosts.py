@@ -358,6 +358,10 @@ def start_host(
         authorized = ssh_key().with_suffix(".pub").read_text()
         script = "install -d -m 700 /root/.ssh && cat > /root/.ssh/authorized_keys"
         host_exec(name, ["sh", "-c", script], input=authorized, check=True)
+    cache = (Path(__file__).parent / "hostpython" / "kit_zipimport_cache.py").read_text()
+    script = "cat > /usr/lib/python3/dist-packages/kit_zipimport_cache.py"
+    script += " && echo 'import kit_zipimport_cache' > /usr/lib/python3/dist-packages/kit-zipimport-cache.pth"
+    host_exec(name, ["sh", "-c", script], input=cache, check=True)
     if state == "degraded":
         failed = host_exec(name, ["systemctl", "--failed", "--no-legend"]).stdout
         log(f"host {name} is degraded: {failed}")
