@@ -37,17 +37,24 @@ FLEET = {"aws_instances_count": 3}
 
 @pytest.fixture(scope="module")
 def created(aws):
+    """aws.yml's run that creates the fleet, and the "latest" DLAMI it launched from."""
+    image = awsmock.dlami_ids[("x86_64", "ubuntu-24.04")]
     run = aws.playbook(**FLEET)
     assert run.rc == 0, run.output[-4000:]
-    return run
+    return run, image
 
 
-def test_create_from_nothing_then_nothing_changes(aws, created):
+def test_create_from_nothing_then_nothing_changes_even_when_a_newer_ami_is_out(aws, created):
+    created, _ = created
     assert created.recap("localhost")["changed"] > 0
     # IAM was asked first (roles/aws_permissions), as the kit's user, about every call: the policy allows them.
     assert created.said("IAM allows all") and created.said("calls of this run to arn:aws:iam::123456789012:user/kit-")
+    # The "latest" DLAMI moves on every release; the fleet is found by its tag, not by its AMI.
+    before = {i["InstanceId"] for i in aws.instances()}
+    awsmock.publish_dlami(aws.endpoint)
     again = aws.playbook(**FLEET)
     assert again.rc == 0 and again.recap("localhost")["changed"] == 0, again.output[-3000:]
+    assert {i["InstanceId"] for i in aws.instances()} == before
     check = aws.playbook("--check", "--diff", **FLEET)
     assert check.rc == 0 and check.recap("localhost")["changed"] == 0, check.output[-3000:]
 
@@ -200,40 +207,14 @@ def test_cloudwatch_alarms_watch_the_load_balancer_and_its_target_group(aws, cre
     assert found["response-time-p99"]["EvaluateLowSampleCountPercentile"] == "ignore"
 
 
-def test_alarms_notify_an_sns_topic_the_kit_creates_and_follow_changed_thresholds(aws, created):
-    oncall = {"aws_alarms_sns_subscriptions": [{"protocol": "email", "endpoint": "oncall@example.com"}]}
-    # A target registered and healthy: from now on the floor alarm is made, and stays.
-    group = aws.elb.describe_target_groups(Names=["inference"])["TargetGroups"][0]["TargetGroupArn"]
-    target = f"{aws.instances()[0]['InstanceId']}:{kit.GATEWAY_PORT}"
-    aws.elb.register_targets(TargetGroupArn=group, Targets=[{"Id": target.split(":")[0], "Port": kit.GATEWAY_PORT}])
-    wait_for(lambda: aws.targets("inference") == {target: "healthy"}, 60, "the target to be healthy")
-    run = aws.playbook(**FLEET, **oncall, aws_alarms_min_healthy_targets=2)
-    assert run.rc == 0, run.output[-3000:]
-    topic = next(t["TopicArn"] for t in aws.sns.list_topics()["Topics"] if t["TopicArn"].endswith(":inference-alarms"))
-    subscriptions = aws.sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
-    assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [("email", "oncall@example.com")]
-    tags = {t["Key"]: t["Value"] for t in aws.sns.list_tags_for_resource(ResourceArn=topic)["Tags"]}
-    assert tags["inference-kit:fleet"] == "inference"
-    found = alarms(aws)
-    assert {name: (a["AlarmActions"], a["OKActions"]) for name, a in found.items()} == {
-        name: ([topic], [topic]) for name in ALARMS
-    }
-    assert found["healthy-targets-low"]["Threshold"] == 2
-    again = aws.playbook(**FLEET, **oncall, aws_alarms_min_healthy_targets=2)
-    assert again.rc == 0 and again.recap("localhost")["changed"] == 0, again.output[-3000:]
-    back = aws.playbook(**FLEET)
-    assert back.rc == 0, back.output[-3000:]
-    assert {name: a["AlarmActions"] for name, a in alarms(aws).items()} == {name: [] for name in ALARMS}
-    assert alarms(aws)["healthy-targets-low"]["Threshold"] == 1
-
-
 def test_instances_are_launched_as_specified(aws, created):
+    _, image = created
     instances = aws.instances()
     assert len(instances) == 3
     first, second = aws.private_subnets
     assert sorted(i["SubnetId"] for i in instances) == sorted([first, first, second])
     for instance in instances:
-        assert instance["ImageId"] == awsmock.dlami_ids[("x86_64", "ubuntu-24.04")]
+        assert instance["ImageId"] == image
         assert instance["InstanceType"] == "g6e.xlarge"
         assert instance["MetadataOptions"]["HttpTokens"] == "required"
         assert [g["GroupName"] for g in instance["SecurityGroups"]] == ["inference-hosts"]
@@ -245,38 +226,51 @@ def test_instances_are_launched_as_specified(aws, created):
         assert (volume["Iops"], volume["Throughput"]) == (3000, 500)
 
 
-def test_a_newer_ami_launches_no_second_fleet(aws, created):
-    """The "latest" DLAMI moves on every release; the fleet is found by its tag, not by its AMI."""
-    before = {i["InstanceId"] for i in aws.instances()}
-    awsmock.publish_dlami(aws.endpoint)
-    run = aws.playbook(**FLEET)
-    assert run.rc == 0 and run.recap("localhost")["changed"] == 0, run.output[-3000:]
-    assert {i["InstanceId"] for i in aws.instances()} == before
+# Changes the running fleet cannot take: fewer instances (or the same number moved between subnets)
+# without aws_instances_allow_scale_in, and what AWS would not apply to it in place.
+TERMINATES = "the run would terminate 1 there"
+REFUSED_CHANGES = {
+    "fewer instances": ({"aws_instances_count": 2}, TERMINATES),
+    "subnets reordered": ({"aws_instances_subnet_ids": "<private subnets reversed>"}, TERMINATES),
+    "instance type": ({"aws_instances_type": "g6e.2xlarge"}, "the run would stop, resize and start each one"),
+    "root volume": ({"aws_instances_root_volume_size": 400}, "which apply only to instances launched from now on"),
+    "load balancer scheme": ({"aws_load_balancer_scheme": "internal"}, "AWS cannot change the scheme"),
+}
+THROUGH_AWS_YML_ON_THE_FLEET = "instance type"
 
 
-def test_fewer_instances_are_refused_unless_scale_in_is_allowed(aws, created):
-    run = aws.playbook(aws_instances_count=2)
-    assert run.rc != 0 and "the run would terminate 1 there" in run.output, run.output[-3000:]
-    reordered = aws.playbook(aws_instances_count=3, aws_instances_subnet_ids=aws.private_subnets[::-1])
-    assert reordered.rc != 0 and "the run would terminate 1 there" in reordered.output, reordered.output[-3000:]
-    assert len(aws.instances()) == 3
+@pytest.fixture(scope="module")
+def refused_changes(aws, created, tmp_path_factory):
+    """aws.yml's checks once for every refused change (each an inventory host, as for the bad inputs),
+    aws.yml itself for one, and the fleet before and after them."""
+
+    def fleet() -> tuple:
+        balancer = aws.elb.describe_load_balancers(Names=["inference"])["LoadBalancers"][0]
+        return {i["InstanceId"]: (i["InstanceType"], i["State"]["Name"]) for i in aws.instances()}, balancer["Scheme"]
+
+    reversed_subnets = {"<private subnets reversed>": aws.private_subnets[::-1]}
+    cases = {
+        name: FLEET | {key: reversed_subnets.get(value, value) for key, value in change.items()}
+        for name, (change, _) in REFUSED_CHANGES.items()
+    }
+    before = fleet()
+    checks = aws.check_cases(
+        {name.replace(" ", "-"): settings for name, settings in cases.items()}, tmp_path_factory.mktemp("refused")
+    )
+    through_aws_yml = aws.playbook(**cases[THROUGH_AWS_YML_ON_THE_FLEET])
+    return kit.failures(checks.output), checks, through_aws_yml, before, fleet()
 
 
 @pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"aws_instances_type": "g6e.2xlarge"}, "the run would stop, resize and start each one while it serves"),
-        ({"aws_instances_root_volume_size": 400}, "which apply only to instances launched from now on"),
-        ({"aws_load_balancer_scheme": "internal"}, "AWS cannot change the scheme of a load balancer"),
-    ],
-    ids=["instance type", "root volume", "load balancer scheme"],
+    ("name", "message"), [(name, message) for name, (_, message) in REFUSED_CHANGES.items()], ids=list(REFUSED_CHANGES)
 )
-def test_changes_aws_would_not_apply_to_a_running_fleet_are_refused(aws, created, change, message):
-    before = {i["InstanceId"]: (i["InstanceType"], i["State"]["Name"]) for i in aws.instances()}
-    run = aws.playbook(**FLEET | change)
-    assert run.rc != 0 and run.said(message), run.output[-3000:]
-    assert {i["InstanceId"]: (i["InstanceType"], i["State"]["Name"]) for i in aws.instances()} == before
-    assert aws.elb.describe_load_balancers(Names=["inference"])["LoadBalancers"][0]["Scheme"] == "internet-facing"
+def test_changes_the_running_fleet_cannot_take_are_refused_and_change_nothing(refused_changes, name, message):
+    by_case, checks, through_aws_yml, before, after = refused_changes
+    refusal = " ".join(by_case.get(name.replace(" ", "-"), "").split())
+    assert checks.rc != 0 and message in refusal, checks.output[-3000:]
+    if name == THROUGH_AWS_YML_ON_THE_FLEET:
+        assert through_aws_yml.rc != 0 and through_aws_yml.said(message), through_aws_yml.output[-3000:]
+    assert after == before and after[1] == "internet-facing" and len(after[0]) == 3
 
 
 # Settings a serving fleet may change in place: the rules' ranges, the TLS policy, the health
@@ -290,28 +284,77 @@ CHANGED = {
 }
 
 
-def test_changed_settings_are_applied_to_the_running_fleet_in_place_and_back(aws, created):
-    before = {i["InstanceId"] for i in aws.instances()}
+ONCALL = {"aws_alarms_sns_subscriptions": [{"protocol": "email", "endpoint": "oncall@example.com"}]}
+
+
+@pytest.fixture(scope="module")
+def changed_in_place(aws, created):
+    """The serving fleet (a target registered and healthy) through three runs: CHANGED, a subnet in
+    a third zone, an on-call topic and a higher floor; the same again; back to FLEET, with one
+    instance stopped by hand before it. What each left behind, for the tests below."""
+    group = aws.elb.describe_target_groups(Names=["inference"])["TargetGroups"][0]["TargetGroupArn"]
+    target = f"{aws.instances()[0]['InstanceId']}:{kit.GATEWAY_PORT}"
+    aws.elb.register_targets(TargetGroupArn=group, Targets=[{"Id": target.split(":")[0], "Port": kit.GATEWAY_PORT}])
+    # From a first healthy target on, the floor alarm is made, and stays.
+    wait_for(lambda: aws.targets("inference") == {target: "healthy"}, 60, "the target to be healthy")
+    instances = {i["InstanceId"] for i in aws.instances()}
     third_zone = aws.subnet("10.0.4.0/24", "c", public=True)
-    run = aws.playbook(**FLEET | CHANGED | {"aws_subnet_ids": [*aws.subnets, third_zone]})
-    assert run.rc == 0 and run.recap("localhost")["changed"] > 0, run.output[-3000:]
-    assert applied(aws) == (["198.51.100.0/24"], ["192.0.2.0/24"], "ELBSecurityPolicy-TLS13-1-2-2021-06", 30, True)
-    assert third_zone in balancer_subnets(aws)
-    back = aws.playbook(**FLEET)
-    assert back.rc == 0 and back.recap("localhost")["changed"] > 0, back.output[-3000:]
-    assert applied(aws) == (CLIENT_CIDRS, ADMIN_CIDRS, "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09", 5, False)
-    assert balancer_subnets(aws) == set(aws.subnets)
-    assert {i["InstanceId"] for i in aws.instances()} == before
-
-
-def test_an_instance_stopped_by_hand_is_started_again(aws, created):
+    settings = FLEET | CHANGED | ONCALL | {"aws_alarms_min_healthy_targets": 2}
+    settings["aws_subnet_ids"] = [*aws.subnets, third_zone]
+    changed = aws.playbook(**settings)
+    assert changed.rc == 0 and changed.recap("localhost")["changed"] > 0, changed.output[-3000:]
+    topic = next(t["TopicArn"] for t in aws.sns.list_topics()["Topics"] if t["TopicArn"].endswith(":inference-alarms"))
+    state = {
+        "changed": (applied(aws), balancer_subnets(aws), alarms(aws)),
+        "topic": topic,
+        "subscriptions": aws.sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"],
+        "topic tags": {t["Key"]: t["Value"] for t in aws.sns.list_tags_for_resource(ResourceArn=topic)["Tags"]},
+        "third zone": third_zone,
+        "subnets": set(aws.subnets),
+    }
+    state["again"] = aws.playbook(**settings)
     stopped = aws.instances()[0]["InstanceId"]
     aws.ec2.stop_instances(InstanceIds=[stopped])
     aws.ec2.get_waiter("instance_stopped").wait(InstanceIds=[stopped], WaiterConfig={"Delay": 1})
-    run = aws.playbook(**FLEET)
-    assert run.rc == 0, run.output[-3000:]
-    state = aws.ec2.describe_instances(InstanceIds=[stopped])["Reservations"][0]["Instances"][0]["State"]["Name"]
-    assert state in ("pending", "running") and len(aws.instances()) == 3
+    back = aws.playbook(**FLEET)
+    assert back.rc == 0 and back.recap("localhost")["changed"] > 0, back.output[-3000:]
+    reservations = aws.ec2.describe_instances(InstanceIds=[stopped])["Reservations"]
+    state["back"] = (applied(aws), balancer_subnets(aws), alarms(aws))
+    state["stopped instance"] = reservations[0]["Instances"][0]["State"]["Name"]
+    state["instances"] = (instances, {i["InstanceId"] for i in aws.instances()})
+    return state
+
+
+def test_changed_settings_are_applied_to_the_running_fleet_in_place_and_back(changed_in_place):
+    (settings, subnets, _), again = changed_in_place["changed"], changed_in_place["again"]
+    assert settings == (["198.51.100.0/24"], ["192.0.2.0/24"], "ELBSecurityPolicy-TLS13-1-2-2021-06", 30, True)
+    assert changed_in_place["third zone"] in subnets
+    assert again.rc == 0 and again.recap("localhost")["changed"] == 0, again.output[-3000:]
+    settings, subnets, _ = changed_in_place["back"]
+    assert settings == (CLIENT_CIDRS, ADMIN_CIDRS, "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09", 5, False)
+    assert subnets == changed_in_place["subnets"]
+    before, after = changed_in_place["instances"]
+    assert after == before
+
+
+def test_alarms_notify_an_sns_topic_the_kit_creates_and_follow_changed_thresholds(changed_in_place):
+    topic, subscriptions = changed_in_place["topic"], changed_in_place["subscriptions"]
+    assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [("email", "oncall@example.com")]
+    assert changed_in_place["topic tags"]["inference-kit:fleet"] == "inference"
+    found = changed_in_place["changed"][2]
+    assert {name: (a["AlarmActions"], a["OKActions"]) for name, a in found.items()} == {
+        name: ([topic], [topic]) for name in ALARMS
+    }
+    assert found["healthy-targets-low"]["Threshold"] == 2
+    back = changed_in_place["back"][2]
+    assert {name: a["AlarmActions"] for name, a in back.items()} == {name: [] for name in ALARMS}
+    assert back["healthy-targets-low"]["Threshold"] == 1
+
+
+def test_an_instance_stopped_by_hand_is_started_again(changed_in_place):
+    assert changed_in_place["stopped instance"] in ("pending", "running")
+    before, after = changed_in_place["instances"]
+    assert after == before and len(after) == 3
 
 
 def balancer_subnets(aws) -> set[str]:

@@ -350,6 +350,9 @@ def start_host(
     args += [f"--ip={ip}"] if ip else []
     publish = [*publish, (ssh_port, 22)] if ssh_port else publish
     args += [f"--publish=127.0.0.1:{int(host)}:{int(inner)}" for host, inner in publish]
+    # Every test host's Python keeps the modules' bytecode in one cache (hostpython/kit_zipimport_cache.py).
+    volumes = [*volumes, (str(scratch() / "zipimport-cache-hosts"), "/var/cache/kit-zipimport")]
+    (scratch() / "zipimport-cache-hosts").mkdir(mode=0o700, exist_ok=True)
     args += [f"--volume={Path(src).resolve()}:{':'.join(rest)}" for src, *rest in volumes]
     start = time.monotonic()
     podman(*args, image)
