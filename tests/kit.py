@@ -18,6 +18,8 @@ import testhosts  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY_PORT = 8000  # inside the host
+# What the last whole converge applied (inference_applied_file, roles/inference_manifest).
+APPLIED_RECORD = "/etc/ansible/facts.d/inference_applied.fact"
 
 
 # Test host N is the container kit-host-N, with root's ssh on 127.0.0.1:2200+N and its gateway

@@ -19,8 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
-# The role scenarios' AWS-free modules on the control node compile their sources once, as the tests'
-# do (tests/hostpython/kit_zipimport_cache.py).
+# Modules the role scenarios run on the control node compile their sources once, as the tests' do
+# (tests/hostpython/kit_zipimport_cache.py).
 export PYTHONPATH="$PWD/tests/hostpython" KIT_ZIPIMPORT_CACHE="${KIT_SCRATCH:-/var/tmp/inference-kit}/zipimport-cache"
 
 prepare() {  # the test hosts' image (debootstrap, beside the downloads), the vLLM wheels, the tiny models, CUDA 13.0's compiler

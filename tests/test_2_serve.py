@@ -57,9 +57,6 @@ def unit_property(name: str, unit: str = UNIT) -> str:
     return kit.host_sh(f"systemctl show -p {name} --value {unit}").stdout.strip()
 
 
-RECORD = "/etc/ansible/facts.d/inference_applied.fact"  # what the last whole converge applied
-
-
 def wait_until_ready(timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -603,7 +600,7 @@ def test_a_gateway_change_through_tags_opens_v1_without_keys_and_leaves_the_mani
     assert run.said("this run applied only part of the settings (--tags or --skip-tags)"), run.output[-3000:]
     assert kit.host_sh("cat /etc/ansible/facts.d/inference.fact").stdout == manifest
     # What the last whole converge applied is forgotten: the next whole run applies every role.
-    assert kit.host_sh(f"test -e {RECORD}").returncode == 1
+    assert kit.host_sh(f"test -e {kit.APPLIED_RECORD}").returncode == 1
 
 
 def test_the_gateway_returns_to_the_default_settings_without_an_engine_restart(served, keys, alice):
@@ -623,9 +620,9 @@ def test_a_rerun_applies_only_what_changed_and_the_full_switch_repairs_a_hand_ed
     A re-run with the same settings skips every role's install and configure tasks but still runs
     their service tasks (a stopped nginx starts); a file edited by hand stays as it is until
     inference_full_converge=true applies every role again."""
-    assert kit.host_sh(f"stat -c '%a %U:%G' {RECORD}").stdout.split() == ["600", "root:root"]
+    assert kit.host_sh(f"stat -c '%a %U:%G' {kit.APPLIED_RECORD}").stdout.split() == ["600", "root:root"]
     roles = ["inference_engine", "inference_gateway", "inference_host", "inference_metrics", "model_cache"]
-    assert sorted(json.loads(kit.host_sh(f"cat {RECORD}").stdout)) == roles
+    assert sorted(json.loads(kit.host_sh(f"cat {kit.APPLIED_RECORD}").stdout)) == roles
     kit.host_sh("echo '# edited by hand' >> /etc/nginx/nginx.conf && systemctl stop nginx.service")
     run = kit.playbook("playbooks/serve.yml", secrets_file=keys["file"])
     assert run.rc == 0, run.output[-3000:]

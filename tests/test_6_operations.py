@@ -49,7 +49,6 @@ UPGRADE: dict = {}
 PENDING = {"inference_engine_context_length": 4096}
 # What site.yml --check reports changed on each host for it: the options file it writes, the
 # manifest that records it, and the rollout's drain and stop (check mode skips the start).
-APPLIED_RECORD = "/etc/ansible/facts.d/inference_applied.fact"  # what the last whole converge applied
 PENDING_CHANGES = {
     "inference_engine : plan | Compare the engine options and the other configuration files",
     "inference_engine : configure | Write the engine options",
@@ -313,7 +312,7 @@ def test_rotating_a_client_key_restarts_nothing_and_drops_no_request(fleet):
     assert fleet.vault.read_text().startswith("$ANSIBLE_VAULT;"), "the vault file was written back unencrypted"
     # The keys changed outside a whole converge: the next site.yml applies every role, whatever keys it finds.
     for host in (FIRST, SECOND):
-        assert kit.host_sh(f"test -e {APPLIED_RECORD}", host).returncode == 1, host
+        assert kit.host_sh(f"test -e {kit.APPLIED_RECORD}", host).returncode == 1, host
     new_clients = fleet.load(key=new)
     time.sleep(3)
     old_phase = old_clients.stop("old key, until phase retire")  # old-key clients have switched by now
