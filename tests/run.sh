@@ -50,6 +50,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # The lanes meet there: the AWS policy test compares the policy with what both lanes' AWS tests called.
 export KIT_RUN_DIR="$work"
+# Every ansible-playbook run of this suite run shares the modules' zips (tests/hostpython/kit_ansiballz_cache.py).
+export KIT_ANSIBALLZ_CACHE="$work/ansiballz-cache"
 second=(tests/test_5_aws.py tests/test_6_operations.py)
 second_roles=(sglang_server inference_metrics prometheus_server)  # on test host 8; the first lane runs the others
 first_roles=()

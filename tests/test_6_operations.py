@@ -122,6 +122,10 @@ def started(host: str) -> str:
     return unit(host, "ActiveEnterTimestampMonotonic")
 
 
+def gateway_started(host: str) -> str:
+    return kit.host_sh("systemctl show -p ActiveEnterTimestampMonotonic --value nginx.service", host).stdout.strip()
+
+
 def status(gateway: str, key: str) -> int:
     """The status GET /v1/models answers with KEY."""
     request = urllib.request.Request(f"{gateway}/v1/models", headers={"Authorization": f"Bearer {key}"})
@@ -336,24 +340,28 @@ def test_rotating_a_client_key_restarts_nothing_and_drops_no_request(fleet):
 
 def test_a_restart_without_aws_waits_for_the_balancer_to_count_each_host_back_in(fleet):
     """Without the AWS integration a host leaves traffic by its /ready answering 503, behind a second
-    load balancer that checks /ready itself (HAProxy: inter 1s fall 2 rise 2). A restart of both
-    serving hosts: the second may leave only once the balancer counts the first back in
+    load balancer that checks /ready itself (HAProxy: inter 1s fall 2 rise 2). A rolling restart of
+    both hosts' gateways: the second may leave only once the balancer counts the first back in
     (inference_service_peer_ready_seconds), so no request finds both out (a rolling change through
-    site.yml failed 7 of 163 with HAProxy's 503 before). service.yml's restart and site.yml's
-    rollout drain through the same tasks; the rollout through site.yml is the upgrade's test."""
+    site.yml failed 7 of 163 with HAProxy's 503 before). The gateways restart rather than the engines:
+    the drain, the peer wait and the return are the same tasks whatever restarts, and an engine
+    restart under load is the upgrade's test (site.yml's rollout)."""
     backends = {kit.host_name(n): kit.gateway_port(n) for n in HOSTS}
     checking = LoadBalancer(18081, backends, mode="health").start()
     try:
         wait_for(lambda: set(checking.states().values()) == {"UP"}, 15, "the health checks to pass")
-        before = {host: started(host) for host in (FIRST, SECOND)}
+        before = {host: (started(host), gateway_started(host)) for host in (FIRST, SECOND)}
         load = fleet.load(checking)
-        run = fleet.playbook("playbooks/service.yml", "-e", "action=restart", aws_enabled=False)
-        stats = load.stop("during a restart of both hosts without AWS, the balancer checking /ready")
+        restart = ("-e", "action=restart", "-e", "component=gateway")
+        run = fleet.playbook("playbooks/service.yml", *restart, aws_enabled=False)
+        stats = load.stop("during a rolling restart of both gateways without AWS, the balancer checking /ready")
     finally:
         checking.stop()
     assert run.rc == 0, run.output[-3000:]
     assert run.said("drain | Wait until the load balancer has had time to count every serving peer in")
-    assert all(started(host) != before[host] for host in (FIRST, SECOND)), "an engine was not restarted"
+    for host in (FIRST, SECOND):
+        assert gateway_started(host) != before[host][1], f"{host}'s gateway was not restarted"
+        assert started(host) == before[host][0], f"{host}'s engine was restarted with its gateway"
     assert stats.failed == 0 and stats.completed > 0, stats.errors[:5]
     assert set(stats.served_by) == {FIRST, SECOND}
     assert not draining(FIRST) and not draining(SECOND)
