@@ -146,7 +146,11 @@ def write_secrets(path: Path) -> dict:
 
 def start_host(n: int = LANE, engine_installed: bool = False) -> None:
     """Test host N, bare or with the engine installed (testhosts.ensure_engine_image)."""
-    wheelhouse = (str(testhosts.ensure_wheelhouse()), "/wheelhouse", "ro")
+    # The wheelhouse is mounted as it is: what installs from it (the engine image, the models'
+    # virtualenv, which the tests and the model scenarios make first) has waited for it to be whole.
+    house = testhosts.scratch() / "wheelhouse"
+    house.mkdir(exist_ok=True)
+    wheelhouse = (str(house), "/wheelhouse", "ro")
     publish = [(gateway_port(n), GATEWAY_PORT)]
     image = testhosts.ensure_engine_image() if engine_installed else None
     testhosts.start_host(host_name(n), publish=publish, volumes=[wheelhouse], ssh_port=ssh_port(n), image=image)
@@ -345,7 +349,7 @@ def file_times(reports) -> list[str]:
 
 def main(argv: list[str]) -> int:
     """CLI for scripts/demo.sh, tests/run.sh and molecule/: prepare | models | client-key | image PATH | down |
-    role-host N [engine-installed] [gpu] | role-host-down N | file-times JUNIT_XML..."""
+    role-host N [model] [engine-installed] [gpu] | role-host-down N | file-times JUNIT_XML..."""
     command = argv[0] if argv else ""
     if command == "models":  # the tiny models (and the engine venv that makes them)
         print(models())
@@ -360,8 +364,10 @@ def main(argv: list[str]) -> int:
     elif command == "down":
         testhosts.remove_host(HOST)
     elif command == "role-host":  # Molecule's create: test host N and an inventory of it; prints that
-        # Options: engine-installed (from the image with vLLM installed), gpu (real nvidia-smi output).
-        models()
+        # Options: model (the tiny models made first: the scenario copies one), engine-installed (from
+        # the image with vLLM installed), gpu (real nvidia-smi output).
+        if "model" in argv[2:]:
+            models()
         start_host(int(argv[1]), engine_installed="engine-installed" in argv[2:])
         if "gpu" in argv[2:]:
             install_fake_nvidia_smi(host_name(int(argv[1])))

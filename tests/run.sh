@@ -13,8 +13,9 @@
 # scenarios (test host 7), then the tests on test host 1, ending with the AWS registration on it;
 # beside them the AWS tests that need no host, the sglang_server, inference_metrics and
 # prometheus_server scenarios (test host 8) and the day-2 tests (test hosts 5 and 6). The lint and
-# the second lane's AWS tests run while the first lane's host image, wheels, models and CUDA
-# compiler are prepared; their output follows the first lane's.
+# the second lane's AWS tests run while the first lane builds the host image; its scenarios that
+# need only that image run while the wheels, models and CUDA compiler download. The lint's and the
+# second lane's output follows the first lane's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -23,14 +24,19 @@ export PATH="$PWD/.venv/bin:$PATH"
 # (tests/hostpython/kit_zipimport_cache.py).
 export PYTHONPATH="$PWD/tests/hostpython" KIT_ZIPIMPORT_CACHE="${KIT_SCRATCH:-/var/tmp/inference-kit}/zipimport-cache"
 
-prepare() {  # the test hosts' image (debootstrap, beside the downloads), the vLLM wheels, the tiny models, CUDA 13.0's compiler
-    python tests/testhosts.py image >/dev/null &
-    local image_pid=$!
-    python tests/testhosts.py wheelhouse >/dev/null
+downloads() {  # the vLLM wheels, the tiny models made with them, CUDA 13.0's compiler
     python tests/testhosts.py cuda-toolkit >/dev/null &
     local toolkit_pid=$!
+    python tests/testhosts.py wheelhouse >/dev/null
     python tests/kit.py models >/dev/null
-    wait "$image_pid" "$toolkit_pid"
+    wait "$toolkit_pid"
+}
+
+prepare() {  # the test hosts' image (debootstrap), beside the downloads
+    python tests/testhosts.py image >/dev/null &
+    local image_pid=$!
+    downloads
+    wait "$image_pid"
 }
 
 for arg in "$@"; do
@@ -54,10 +60,17 @@ export KIT_RUN_DIR="$work"
 export KIT_ANSIBALLZ_CACHE="$work/ansiballz-cache"
 second=(tests/test_5_aws.py tests/test_6_operations.py)
 second_roles=(sglang_server inference_metrics prometheus_server)  # on test host 8; the first lane runs the others
-first_roles=()
+# The first lane's scenarios that need the host image only run while the downloads go on; those
+# that copy the model or start from the image with vLLM installed wait for them.
+first_roles=() image_roles=()
 for scenario in molecule/*/molecule.yml; do
-    scenario=$(basename "$(dirname "$scenario")")
-    [[ " ${second_roles[*]} " == *" $scenario "* ]] || first_roles+=("$scenario")
+    name=$(basename "$(dirname "$scenario")")
+    [[ " ${second_roles[*]} " != *" $name "* ]] || continue
+    if grep -Eq 'KIT_ROLE_HOST_OPTIONS:.*\b(model|engine-installed)\b' "$scenario"; then
+        first_roles+=("$name")
+    else
+        image_roles+=("$name")
+    fi
 done
 with_roles=true
 [[ " $* " != *" -k "* ]] || with_roles=false  # -k selects tests, not role scenarios
@@ -96,14 +109,24 @@ SECONDS=0
 pytest -p no:cacheprovider --durations=0 --durations-min=10 --junitxml="$work/static.xml" --basetemp="$work/static" \
     tests/test_0_static.py "$@" >"$work/static.log" 2>&1 &
 static_pid=$!
-prepare
+downloads >"$work/downloads.log" 2>&1 &
+downloads_pid=$!
+trap 'kill "$second_pid" "$downloads_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+python tests/testhosts.py image >/dev/null
 setup_seconds=$SECONDS
 if $with_roles; then
-    # The day-2 fleet's image (engine installed) builds beside the first tests; the fleet and the
-    # vllm_server scenario wait for it.
-    python tests/testhosts.py engine-image >"$work/engine-image.log" 2>&1 &
+    # The day-2 fleet's image (engine installed) builds once the wheels are in, beside the first
+    # scenarios and tests; the fleet and the vllm_server scenario wait for it.
+    (python tests/testhosts.py wheelhouse && python tests/testhosts.py engine-image) >"$work/engine-image.log" 2>&1 &
 fi
 role_status=0
+roles 7 "${image_roles[@]}" 3>"$work/image-roles.seconds" || role_status=$?
+wait_start=$SECONDS
+if ! wait "$downloads_pid"; then
+    cat "$work/downloads.log"
+    exit 1
+fi
+setup_seconds=$((setup_seconds + SECONDS - wait_start))
 roles 7 "${first_roles[@]}" 3>"$work/first-roles.seconds" || role_status=$?
 status=0
 ignored=(--ignore=tests/unit --ignore=tests/test_0_static.py)
@@ -120,7 +143,8 @@ echo "=============================== ${second[*]} (exit $second_status)"
 cat "$work/second.log"
 echo "=============================== minutes per file (setup included; the two lanes overlap)"
 python tests/kit.py file-times "$work/static.xml" "$work/first.xml" "$work/second-aws.xml" "$work/second.xml"
-first_roles_seconds=$(cat "$work/first-roles.seconds")
+first_roles_seconds=$(($(cat "$work/image-roles.seconds") + $(cat "$work/first-roles.seconds")))
+first_roles=("${image_roles[@]}" "${first_roles[@]}")
 second_roles_seconds=$(cat "$work/second-roles.seconds" 2>/dev/null || echo 0)
 echo "=============================== time per tier: unit ${unit_seconds} s;" \
     "role $((first_roles_seconds + second_roles_seconds)) s (${first_roles[*]}: ${first_roles_seconds} s in the" \
