@@ -115,9 +115,9 @@ trap 'kill "$second_pid" "$downloads_pid" 2>/dev/null || true; rm -rf "$work"' E
 python tests/testhosts.py image >/dev/null
 setup_seconds=$SECONDS
 if $with_roles; then
-    # The day-2 fleet's image (engine installed) builds once the wheels are in, beside the first
-    # scenarios and tests; the fleet and the vllm_server scenario wait for it.
-    (python tests/testhosts.py wheelhouse && python tests/testhosts.py engine-image) >"$work/engine-image.log" 2>&1 &
+    # The day-2 fleet's image (engine installed) builds once the wheels are in (it waits for them),
+    # beside the first scenarios and tests; the fleet and the vllm_server scenario wait for it.
+    python tests/testhosts.py engine-image >"$work/engine-image.log" 2>&1 &
 fi
 role_status=0
 roles 7 "${image_roles[@]}" 3>"$work/image-roles.seconds" || role_status=$?

@@ -108,8 +108,8 @@ class Fleet:
         }
 
 
-def unit(host: str, prop: str) -> str:
-    return kit.host_sh(f"systemctl show -p {prop} --value {UNIT}", host).stdout.strip()
+def unit(host: str, prop: str, name: str = UNIT) -> str:
+    return kit.host_sh(f"systemctl show -p {prop} --value {name}", host).stdout.strip()
 
 
 def unit_state(host: str, *props: str) -> dict[str, str]:
@@ -123,7 +123,7 @@ def started(host: str) -> str:
 
 
 def gateway_started(host: str) -> str:
-    return kit.host_sh("systemctl show -p ActiveEnterTimestampMonotonic --value nginx.service", host).stdout.strip()
+    return unit(host, "ActiveEnterTimestampMonotonic", "nginx.service")
 
 
 def status(gateway: str, key: str) -> int:
