@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the demo and the tests need on a fresh Debian 12 machine (idempotent):
-# podman, runc, netavark, aardvark-dns and iptables (podman's network backend) and debootstrap for the systemd test hosts, rsync (model copies), shellcheck for the lint,
+# podman, runc, netavark, aardvark-dns and iptables (podman's network backend) and mmdebstrap for the systemd test hosts, rsync (model copies), shellcheck for the lint,
 # haproxy (the load balancer of the day-2 tests), and a
 # virtualenv .venv with the pinned control-node and test requirements (installed with uv).
 set -euo pipefail
@@ -11,7 +11,7 @@ case "${1:-}" in
 esac
 cd "$(dirname "$0")/.."
 
-packages=(podman runc netavark aardvark-dns iptables debootstrap shellcheck openssh-client rsync haproxy)
+packages=(podman runc netavark aardvark-dns iptables mmdebstrap shellcheck openssh-client rsync haproxy)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

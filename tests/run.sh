@@ -32,7 +32,7 @@ downloads() {  # the vLLM wheels, the tiny models made with them, CUDA 13.0's co
     wait "$toolkit_pid"
 }
 
-prepare() {  # the test hosts' image (debootstrap), beside the downloads
+prepare() {  # the test hosts' image (mmdebstrap), beside the downloads
     python tests/testhosts.py image >/dev/null &
     local image_pid=$!
     downloads

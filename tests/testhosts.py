@@ -35,7 +35,7 @@ IMAGE = "localhost/inference-kit-debian12:latest"
 # IMAGE with the engine installed where the kit installs it, as on a machine image baked with the kit.
 ENGINE_IMAGE = "localhost/inference-kit-debian12-vllm:latest"
 ENGINE_VENV = "/opt/inference/vllm/venv"  # inference_engine's __inference_engine_venv for vLLM
-IMAGE_VERSION = "2"  # bump to force a rebuild of the image
+IMAGE_VERSION = "4"  # bump to force a rebuild of the image
 IMAGE_LABEL = "inference-kit.build"
 PACKAGES = [
     "systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "python3-pip", "iproute2",
@@ -175,11 +175,14 @@ def _image_build_id() -> str:
 
 
 def _build_rootfs(rootfs: Path) -> None:
-    with open(scratch() / "debootstrap.log", "w") as out:
+    # mmdebstrap installs with apt in one pass (debootstrap unpacks and configures package by
+    # package): the same minbase system in a fraction of the time.
+    with open(scratch() / "mmdebstrap.log", "w") as out:
         include = f"--include={','.join(PACKAGES)}"
-        cmd = ["debootstrap", "--variant=minbase", include, "bookworm", str(rootfs), _mirror()]
+        hooks = "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr"  # /usr merged as debootstrap does it
+        cmd = ["mmdebstrap", "--mode=root", "--variant=minbase", hooks, include, "bookworm", str(rootfs), _mirror()]
         if subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode:
-            raise RuntimeError(f"debootstrap failed, see {out.name}")
+            raise RuntimeError(f"mmdebstrap failed, see {out.name}")
     (rootfs / "etc/machine-id").write_text("")
     (rootfs / "var/lib/dbus/machine-id").unlink(missing_ok=True)
     for unit in MASKED_UNITS:
@@ -207,7 +210,7 @@ def _build_rootfs(rootfs: Path) -> None:
 
 
 def ensure_image() -> str:
-    """Build localhost/inference-kit-debian12 once (debootstrap + podman import); return its name."""
+    """Build localhost/inference-kit-debian12 once (mmdebstrap + podman import); return its name."""
     build_id = _image_build_id()
     with lock("image"):
         have = podman("image", "inspect", "--format", f'{{{{index .Labels "{IMAGE_LABEL}"}}}}', IMAGE, check=False)
