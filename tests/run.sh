@@ -11,8 +11,8 @@
 #   tests/run.sh tests/test_2_serve.py
 # Two lanes side by side, each keeping about one of a 2-core machine's cores busy: most role
 # scenarios (test host 7), then the tests on test host 1, ending with the AWS registration on it;
-# beside them the AWS tests that need no host, the sglang_server, inference_metrics and
-# prometheus_server scenarios (test host 8) and the day-2 tests (test hosts 5 and 6). The lint and
+# beside them the AWS tests that need no host, the sglang_server and inference_metrics scenarios
+# (test host 8) and the day-2 tests (test hosts 5 and 6). The lint and
 # the second lane's AWS tests run while the first lane builds the host image; its scenarios that
 # need only that image run while the wheels, models and CUDA compiler download. The lint's and the
 # second lane's output follows the first lane's.
@@ -59,7 +59,7 @@ export KIT_RUN_DIR="$work"
 # Every ansible-playbook run of this suite run shares the modules' zips (tests/hostpython/kit_ansiballz_cache.py).
 export KIT_ANSIBALLZ_CACHE="$work/ansiballz-cache"
 second=(tests/test_5_aws.py tests/test_6_operations.py)
-second_roles=(sglang_server inference_metrics prometheus_server)  # on test host 8; the first lane runs the others
+second_roles=(sglang_server inference_metrics)  # on test host 8; the first lane runs the others
 # The first lane's scenarios that need the host image only run while the downloads go on; those
 # that copy the model or start from the image with vLLM installed wait for them.
 first_roles=() image_roles=()
